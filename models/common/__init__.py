@@ -1,0 +1,1 @@
+"""Parts shared by every method: safe checkpoint loading, state-dict inspection, tiling."""

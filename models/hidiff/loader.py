@@ -1,0 +1,144 @@
+"""Finding, loading and saving HI-Diff models.
+
+Two layouts are accepted: a folder of the official release (``net_g.pth``, ``net_le_dm.pth``,
+``net_d.pth``, each ``{'params': state_dict}``) and the pack's single ``.safetensors`` whose keys are
+prefixed by the part name and whose metadata records the sampler and the source.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.state_dict import load_strict, sub_state
+from .denoiser import SimpleDenoiser, build_denoiser
+from .diffusion import SamplerConfig
+from .latent_encoder import LatentEncoder, LatentEncoderConfig
+from .model import HIDiff
+from .transformer import Transformer, TransformerConfig
+
+METHOD = "hidiff"
+PARTS = ("net_g", "net_le_dm", "net_d")
+OPTIONAL_PARTS = ("net_le",)
+
+
+def _official_file(folder: str, part: str) -> str | None:
+    for suffix in (".pth", ".safetensors"):
+        path = os.path.join(folder, part + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def is_official_folder(folder: str) -> bool:
+    return all(_official_file(folder, part) for part in PARTS)
+
+
+def is_hidiff_file(path: str) -> bool:
+    try:
+        return read_metadata(path).get("method") == METHOD
+    except CheckpointError:
+        return False
+
+
+def find_hidiff_models(root: str) -> list[str]:
+    """Names (relative to ``root``, '/'-separated) of the HI-Diff models under it, sorted."""
+    found = []
+    if not os.path.isdir(root):
+        return found
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        if rel != "." and is_official_folder(folder):
+            found.append(rel.replace(os.sep, "/"))
+        for name in files:
+            if name.endswith(".safetensors") and is_hidiff_file(os.path.join(folder, name)):
+                found.append(os.path.normpath(os.path.join(rel, name)).replace(os.sep, "/"))
+    return sorted(found, key=str.lower)
+
+
+def default_sampler(net_d_state: dict) -> SamplerConfig:
+    """The official releases pair the denoiser variant with its sampler: GoPro's mixer denoiser runs
+    the local 8-step sampler, RealBlur's simple denoiser the 16-step LDM one."""
+    return SamplerConfig.ldm(16) if "resmlp.0.weight" in net_d_state else SamplerConfig.local(8)
+
+
+def read_parts(path: str) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
+    """The state dict of each part, the file each came from (for errors) and the metadata."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        states, sources = {}, {}
+        for part in PARTS + OPTIONAL_PARTS:
+            file = _official_file(path, part)
+            if file is None:
+                if part in PARTS:
+                    raise CheckpointError(os.path.join(path, part + ".pth"),
+                                          "missing; an HI-Diff folder needs net_g.pth, net_le_dm.pth and net_d.pth")
+                continue
+            states[part], sources[part] = read_state_dict(file), file
+        return states, sources, {}
+    metadata = read_metadata(path)
+    state = read_state_dict(path)
+    if metadata.get("method", METHOD) != METHOD:
+        raise CheckpointError(path, f"is a {metadata['method']!r} model, not an HI-Diff one")
+    states = {part: sub_state(state, part + ".") for part in PARTS + OPTIONAL_PARTS}
+    missing = [part for part in PARTS if not states[part]]
+    if missing:
+        raise CheckpointError(path, f"holds no HI-Diff weights for {', '.join(missing)} (keys must start with 'net_g.', 'net_le_dm.', 'net_d.')")
+    if not states["net_le"]:
+        del states["net_le"]
+    return states, {part: f"{path} [{part}]" for part in states}, metadata
+
+
+def load_hidiff(path: str, sampler: SamplerConfig | None = None) -> HIDiff:
+    """Build an HI-Diff from a release folder or a pack ``.safetensors``, strictly, sizes from shapes."""
+    states, sources, metadata = read_parts(path)
+    if sampler is None:
+        sampler = SamplerConfig(**json.loads(metadata["sampler"])) if "sampler" in metadata else default_sampler(states["net_d"])
+    net_g = Transformer(TransformerConfig.from_state_dict(states["net_g"], sources["net_g"]))
+    net_le_dm = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le_dm"], sources["net_le_dm"]))
+    net_d = build_denoiser(states["net_d"], sampler.timesteps, sources["net_d"])
+    net_le = None
+    if "net_le" in states:
+        net_le = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le"], sources["net_le"]))
+    parts = {"net_g": net_g, "net_le_dm": net_le_dm, "net_d": net_d, "net_le": net_le}
+    for name, module in parts.items():
+        if module is not None:
+            load_strict(module, states[name], sources[name])
+    _check_compatible(net_g, net_le_dm, net_d, path)
+    return HIDiff(net_g, net_le_dm, net_d, sampler, net_le).eval()
+
+
+def _check_compatible(net_g, net_le_dm, net_d, path):
+    prior_g, tokens_g = net_g.config.prior_dim, net_g.config.group ** 2
+    prior_e, tokens_e = net_le_dm.config.embed_dim * 4, net_le_dm.config.group ** 2
+    width_d = net_d.resmlp[0].weight.shape[0] if isinstance(net_d, SimpleDenoiser) else net_d.final_layer[0].weight.shape[0]
+    if not (prior_g == prior_e == width_d and tokens_g == tokens_e):
+        raise CheckpointError(path, f"parts do not fit together: net_g expects {tokens_g}x{prior_g} prior tokens, "
+                                    f"net_le_dm makes {tokens_e}x{prior_e}, net_d works on {width_d} channels")
+
+
+def save_hidiff(model: HIDiff, path: str, source: str = "", extra: dict[str, str] | None = None) -> None:
+    """Write the pack's single-file format: all parts in float32 plus metadata describing them."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for part in PARTS + OPTIONAL_PARTS:
+        module = getattr(model, part)
+        if module is not None:
+            for key, value in module.state_dict().items():
+                tensors[f"{part}.{key}"] = value.detach().float().contiguous().cpu()
+    metadata = {
+        "method": METHOD,
+        "format_version": "1",
+        "source": source,
+        "sampler": json.dumps(model.sampler.config.to_dict()),
+        "net_g": json.dumps(model.net_g.config.to_dict()),
+        "net_le_dm": json.dumps(model.net_le_dm.config.to_dict()),
+        "net_d": type(model.net_d).__name__,
+        **(extra or {}),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata=metadata)

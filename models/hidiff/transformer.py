@@ -1,0 +1,341 @@
+"""The HI-Diff restoration transformer: Restormer's U-shaped encoder/decoder with the prior fused
+by HIM (cross-attention from image tokens to prior tokens) at the levels that have one, and by a
+per-channel affine modulation at the bottleneck, as in the official ``Transformer`` module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..common.state_dict import count_indexed, shape_of
+
+# Layers of the U-Net in forward order, with the prior scale each one is guided by (1 = full token
+# grid, 2 = pooled 4x fewer tokens, 3 = a single vector).
+LAYERS = {
+    "encoder_level1": 1, "encoder_level2": 2, "encoder_level3": 2, "latent": 3,
+    "decoder_level3": 2, "decoder_level2": 2, "decoder_level1": 1, "refinement": 1,
+}
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of an NCHW map (``WithBias`` or ``BiasFree``, eps 1e-5).
+
+    The official code rearranges to tokens and back; normalising a channels-last view is the same
+    arithmetic without the two copies.
+    """
+
+    def __init__(self, dim: int, with_bias: bool):
+        super().__init__()
+        self.body = _TokenLayerNorm(dim, with_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _TokenLayerNorm(nn.Module):
+    """LayerNorm over the last dimension; ``BiasFree`` divides by the std without centring."""
+
+    def __init__(self, dim: int, with_bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, 1e-5)
+        variance = x.var(-1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(variance + 1e-5) * self.weight
+
+
+class TokenLayerNorm(nn.Module):
+    """Official ``LayerNorm_Without_Shape``: the same norm applied to ``[B, N, C]`` tokens."""
+
+    def __init__(self, dim: int, with_bias: bool):
+        super().__init__()
+        self.body = _TokenLayerNorm(dim, with_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _modulate(owner: nn.Module, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+    if prior is None or not hasattr(owner, "ln1"):
+        return x
+    return x * owner.ln1(prior)[..., None, None] + owner.ln2(prior)[..., None, None]
+
+
+class FeedForward(nn.Module):
+    """Gated-Dconv feed-forward network (GDFN)."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool, prior_dim: int | None):
+        super().__init__()
+        self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+        if prior_dim:
+            self.ln1 = nn.Linear(prior_dim, dim)
+            self.ln2 = nn.Linear(prior_dim, dim)
+
+    def forward(self, x, prior=None):
+        x = self.project_in(_modulate(self, x, prior))
+        gate, value = self.dwconv(x).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class Attention(nn.Module):
+    """Multi-Dconv head transposed attention (MDTA): attention across channels, not pixels."""
+
+    def __init__(self, dim: int, heads: int, bias: bool, prior_dim: int | None):
+        super().__init__()
+        self.num_heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        if prior_dim:
+            self.ln1 = nn.Linear(prior_dim, dim)
+            self.ln2 = nn.Linear(prior_dim, dim)
+
+    def forward(self, x, prior=None):
+        b, c, h, w = x.shape
+        qkv = self.qkv_dwconv(self.qkv(_modulate(self, x, prior)))
+        qkv = qkv.reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        q, k, v = qkv.unbind(1)
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
+        out = (attn @ v).reshape(b, c, h, w)
+        return self.project_out(out)
+
+
+class HIM(nn.Module):
+    """Hierarchical Integration Module: image tokens cross-attend to the prior tokens, residually."""
+
+    def __init__(self, dim: int, heads: int, bias: bool, prior_dim: int, with_bias_norm: bool):
+        super().__init__()
+        self.num_heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.norm1 = TokenLayerNorm(dim, with_bias_norm)
+        self.norm2 = TokenLayerNorm(prior_dim, with_bias_norm)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(prior_dim, 2 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        heads = self.num_heads
+        q = self.q(self.norm1(tokens)).reshape(b, h * w, heads, c // heads).transpose(1, 2)
+        k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)
+        k = k.reshape(b, -1, heads, c // heads).transpose(1, 2)
+        v = v.reshape(b, -1, heads, c // heads).transpose(1, 2)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+        out = self.proj((attn @ v).transpose(1, 2).reshape(b, h * w, c))
+        return (tokens + out).transpose(1, 2).reshape(b, c, h, w)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim, heads, hidden, bias, with_bias_norm, prior_dim):
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim, with_bias_norm)
+        self.attn = Attention(dim, heads, bias, prior_dim)
+        self.norm2 = ChannelLayerNorm(dim, with_bias_norm)
+        self.ffn = FeedForward(dim, hidden, bias, prior_dim)
+
+    def forward(self, x, prior=None):
+        x = x + self.attn(self.norm1(x), prior)
+        return x + self.ffn(self.norm2(x), prior)
+
+
+@dataclass
+class LayerSpec:
+    dim: int
+    heads: int
+    blocks: int
+    hidden: int  # GDFN hidden width, int(dim * ffn_expansion_factor) in the official code
+    him: bool  # True: fused by HIM; False: blocks modulated by the pooled prior vector
+
+
+class BasicLayer(nn.Module):
+    """A level of the U-Net: an optional HIM followed by transformer blocks."""
+
+    def __init__(self, spec: LayerSpec, bias: bool, with_bias_norm: bool, prior_dim: int):
+        super().__init__()
+        block_prior = None if spec.him else prior_dim
+        self.blocks = nn.ModuleList(
+            TransformerBlock(spec.dim, spec.heads, spec.hidden, bias, with_bias_norm, block_prior)
+            for _ in range(spec.blocks)
+        )
+        if spec.him:
+            self.him = HIM(spec.dim, spec.heads, bias, prior_dim, with_bias_norm)
+
+    def forward(self, x, prior=None):
+        if prior is not None and hasattr(self, "him"):
+            x = self.him(x, prior)
+            prior = None
+        for block in self.blocks:
+            x = block(x, prior)
+        return x
+
+
+class Resample(nn.Module):
+    """A 3x3 conv then pixel (un)shuffle: ``Downsample`` halves the size, ``Upsample`` doubles it."""
+
+    def __init__(self, dim_in: int, dim_out: int, shuffle: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(dim_in, dim_out, 3, padding=1, bias=False), shuffle)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def Downsample(dim: int) -> Resample:
+    return Resample(dim, dim // 2, nn.PixelUnshuffle(2))
+
+
+def Upsample(dim: int) -> Resample:
+    return Resample(dim, dim * 2, nn.PixelShuffle(2))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, in_channels: int, dim: int, bias: bool):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, 3, padding=1, bias=bias)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class PriorPool(nn.Module):
+    """Official ``down_1``/``down_2``: a linear map over the token axis, then over channels."""
+
+    def __init__(self, tokens_in: int, tokens_out: int, prior_dim: int):
+        super().__init__()
+        # Indices 1 and 3 match the official nn.Sequential (0 and 2 were einops Rearrange layers).
+        self.add_module("1", nn.Linear(tokens_in, tokens_out))
+        self.add_module("3", nn.Linear(prior_dim, prior_dim))
+
+    def forward(self, prior):
+        prior = getattr(self, "1")(prior.transpose(1, 2)).transpose(1, 2)
+        return getattr(self, "3")(prior)
+
+
+@dataclass
+class TransformerConfig:
+    in_channels: int = 3
+    out_channels: int = 3
+    dim: int = 48
+    prior_dim: int = 256  # 4 * embed_dim
+    group: int = 4  # the prior is group*group tokens
+    bias: bool = False
+    with_bias_norm: bool = True  # LayerNorm_type 'WithBias' (else 'BiasFree')
+    dual_pixel: bool = False
+    layers: dict[str, LayerSpec] = field(default_factory=dict)
+
+    @classmethod
+    def standard(cls, dim=48, num_blocks=(3, 5, 6, 6), num_refinement_blocks=4, heads=(1, 2, 4, 8),
+                 ffn_expansion_factor=2.66, embed_dim=64, group=4, bias=False, with_bias_norm=True,
+                 in_channels=3, out_channels=3) -> "TransformerConfig":
+        """The official constructor arguments (defaults: the GoPro release) as a config."""
+        level = {"encoder_level1": 0, "encoder_level2": 1, "encoder_level3": 2, "latent": 3,
+                 "decoder_level3": 2, "decoder_level2": 1, "decoder_level1": 0, "refinement": 0}
+        width = {"encoder_level1": dim, "encoder_level2": 2 * dim, "encoder_level3": 4 * dim, "latent": 8 * dim,
+                 "decoder_level3": 4 * dim, "decoder_level2": 2 * dim, "decoder_level1": 2 * dim, "refinement": 2 * dim}
+        group_of = {1: group, 2: group // 2, 3: 1}
+        layers = {
+            name: LayerSpec(
+                dim=width[name], heads=heads[level[name]],
+                blocks=num_refinement_blocks if name == "refinement" else num_blocks[level[name]],
+                hidden=int(width[name] * ffn_expansion_factor), him=group_of[scale] > 1)
+            for name, scale in LAYERS.items()
+        }
+        return cls(in_channels, out_channels, dim, 4 * embed_dim, group, bias, with_bias_norm, False, layers)
+
+    @classmethod
+    def from_state_dict(cls, state: dict, source: str = "checkpoint") -> "TransformerConfig":
+        dim, in_channels = shape_of(state, "patch_embed.proj.weight", source)[:2]
+        out_channels = shape_of(state, "output.weight", source)[0]
+        tokens, prior_dim = shape_of(state, "down_1.1.weight", source)[1], shape_of(state, "down_1.3.weight", source)[0]
+        layers = {}
+        for name in LAYERS:
+            blocks = count_indexed(state, f"{name}.blocks.")
+            first = f"{name}.blocks.0."
+            layers[name] = LayerSpec(
+                dim=shape_of(state, first + "attn.project_out.weight", source)[0],
+                heads=shape_of(state, first + "attn.temperature", source)[0],
+                blocks=blocks,
+                hidden=shape_of(state, first + "ffn.project_out.weight", source)[1],
+                him=f"{name}.him.q.weight" in state,
+            )
+        return cls(
+            in_channels=in_channels, out_channels=out_channels, dim=dim, prior_dim=prior_dim,
+            group=round(tokens ** 0.5), bias="encoder_level1.blocks.0.attn.qkv.bias" in state,
+            with_bias_norm="encoder_level1.blocks.0.norm1.body.bias" in state,
+            dual_pixel="skip_conv.weight" in state, layers=layers,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TransformerConfig":
+        data = dict(data)
+        data["layers"] = {k: LayerSpec(**v) for k, v in data["layers"].items()}
+        return cls(**data)
+
+
+class Transformer(nn.Module):
+    """The restoration network ``net_g``; ``forward(image, prior)`` with prior ``[B, group², prior_dim]``."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        c, tokens = config, config.group * config.group
+        self.down_1 = PriorPool(tokens, tokens // 4, c.prior_dim)
+        self.down_2 = PriorPool(tokens // 4, 1, c.prior_dim)
+        self.patch_embed = PatchEmbed(c.in_channels, c.dim, c.bias)
+        layer = lambda name: BasicLayer(c.layers[name], c.bias, c.with_bias_norm, c.prior_dim)
+        self.encoder_level1 = layer("encoder_level1")
+        self.down1_2 = Downsample(c.dim)
+        self.encoder_level2 = layer("encoder_level2")
+        self.down2_3 = Downsample(c.dim * 2)
+        self.encoder_level3 = layer("encoder_level3")
+        self.down3_4 = Downsample(c.dim * 4)
+        self.latent = layer("latent")
+        self.up4_3 = Upsample(c.dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(c.dim * 8, c.dim * 4, 1, bias=c.bias)
+        self.decoder_level3 = layer("decoder_level3")
+        self.up3_2 = Upsample(c.dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(c.dim * 4, c.dim * 2, 1, bias=c.bias)
+        self.decoder_level2 = layer("decoder_level2")
+        self.up2_1 = Upsample(c.dim * 2)
+        self.decoder_level1 = layer("decoder_level1")
+        self.refinement = layer("refinement")
+        if c.dual_pixel:
+            self.skip_conv = nn.Conv2d(c.dim, c.dim * 2, 1, bias=c.bias)
+        self.output = nn.Conv2d(c.dim * 2, c.out_channels, 3, padding=1, bias=c.bias)
+
+    def forward(self, image: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        prior_1 = prior
+        prior_2 = self.down_1(prior_1)
+        prior_3 = self.down_2(prior_2).flatten(1)
+
+        embedded = self.patch_embed(image)
+        enc1 = self.encoder_level1(embedded, prior_1)
+        enc2 = self.encoder_level2(self.down1_2(enc1), prior_2)
+        enc3 = self.encoder_level3(self.down2_3(enc2), prior_2)
+        latent = self.latent(self.down3_4(enc3), prior_3)
+
+        dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], 1))
+        dec3 = self.decoder_level3(dec3, prior_2)
+        dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], 1))
+        dec2 = self.decoder_level2(dec2, prior_2)
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1), prior_1)
+        dec1 = self.refinement(dec1, prior_1)
+
+        if self.config.dual_pixel:
+            return self.output(dec1 + self.skip_conv(embedded))
+        return self.output(dec1) + image

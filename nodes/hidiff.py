@@ -1,0 +1,205 @@
+"""HI-Diff nodes: loader, the two stages (prior, restore) and the one-node deblur."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..models.common.checkpoint import CheckpointError
+from ..models.hidiff import HIDiff, compute_priors, deblur, find_hidiff_models, load_hidiff, restore_with_priors, steps_per_image
+from . import host
+from .images import join_image, split_image
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "deblur/HI-Diff"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NO_MODEL = "(no HI-Diff model found: see README, weights)"
+SEED = ("INT", {"default": 100, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                "tooltip": "Seed of the prior's starting noise. The official test uses 100."})
+
+
+@dataclass
+class HIDiffHandle:
+    """What flows along a HIDIFF_MODEL link: the model and how to run it."""
+    model: HIDiff
+    name: str
+    dtype: torch.dtype
+
+    def bytes_for(self, height: int, width: int) -> int:
+        # Peak activations of net_g at full resolution: ~6 kB per pixel in fp32 (measured, README).
+        per_pixel = 6000 * torch.finfo(self.dtype).bits // 32
+        return host.module_bytes(self.model) + per_pixel * height * width
+
+
+def list_models() -> list[str]:
+    names = []
+    for root in host.model_dirs():
+        names += [n for n in find_hidiff_models(root) if n not in names]
+    return names or [NO_MODEL]
+
+
+def _run(handle: HIDiffHandle, height: int, width: int, fn):
+    """Run ``fn(model, device)`` with the model on the compute device, then offload it."""
+    device = host.torch_device()
+    host.free_memory(handle.bytes_for(height, width), device)
+    model = handle.model.to(device)
+    try:
+        return fn(model, device)
+    finally:
+        handle.model.to(host.offload_device())
+        host.soft_empty_cache()
+
+
+class HIDiffLoader:
+    DESCRIPTION = "Loads an HI-Diff model from models/deblur/: an official release folder (net_g.pth, net_le_dm.pth, net_d.pth) or a merged .safetensors."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_name": (list_models(), {"tooltip": "A folder of the official release (e.g. HI_Diff_GoPro) or a .safetensors made by the converter, under models/deblur/."}),
+            "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": "Precision of the restoration transformer. fp32 reproduces the official results; fp16/bf16 halve memory on GPUs that support them."}),
+        }}
+
+    RETURN_TYPES = ("HIDIFF_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded HI-Diff model (restoration transformer, latent encoder and prior denoiser).",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, model_name, precision="fp32"):
+        if model_name == NO_MODEL:
+            raise FileNotFoundError(f"No HI-Diff model in {host.model_dirs() or 'models/deblur'}: download an official release folder (e.g. HI_Diff_GoPro with net_g.pth, net_le_dm.pth, net_d.pth) into models/deblur/. See the README.")
+        dtype = PRECISIONS[precision]
+        if not host.supports_dtype(dtype):
+            log.warning("HI-Diff: %s is not supported on %s; using fp32", precision, host.torch_device())
+            dtype = torch.float32
+        model = load_hidiff(host.resolve_model(model_name)).set_precision(dtype)
+        return (HIDiffHandle(model.to(host.offload_device()), model_name, dtype),)
+
+
+class HIDiffPrior:
+    DESCRIPTION = "Runs HI-Diff's latent diffusion alone: encodes the blurry image and denoises a seeded prior (8 or 16 steps). Feed it to HI-Diff Restore."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("HIDIFF_MODEL",),
+            "image": ("IMAGE", {"tooltip": "The blurry image the prior describes."}),
+            "seed": SEED,
+        }}
+
+    RETURN_TYPES = ("HIDIFF_PRIOR",)
+    RETURN_NAMES = ("prior",)
+    OUTPUT_TOOLTIPS = ("The prior tokens, one set per image of the batch.",)
+    FUNCTION = "prior"
+    CATEGORY = CATEGORY
+
+    def prior(self, model: HIDiffHandle, image, seed):
+        split = split_image(image)
+        b, _, h, w = split.rgb.shape
+        progress = host.Progress(b * model.model.sampler.config.timesteps, "HI-Diff prior")
+
+        def run(net, device):
+            return compute_priors(net, split.rgb.to(device), seed, progress.update).cpu()
+
+        try:
+            return (_run(model, h, w, run),)
+        finally:
+            progress.close()
+
+
+class HIDiffRestore:
+    DESCRIPTION = "Runs HI-Diff's restoration transformer on the blurry image, guided by a prior from HI-Diff Prior."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("HIDIFF_MODEL",),
+            "image": ("IMAGE", {"tooltip": "The blurry image (the same one the prior was made from)."}),
+            "prior": ("HIDIFF_PRIOR",),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The deblurred image.",)
+    FUNCTION = "restore"
+    CATEGORY = CATEGORY
+
+    def restore(self, model: HIDiffHandle, image, prior):
+        split = split_image(image)
+        b, _, h, w = split.rgb.shape
+        expected = model.model.prior_shape
+        if not isinstance(prior, torch.Tensor) or tuple(prior.shape[1:]) != expected:
+            got = tuple(prior.shape) if isinstance(prior, torch.Tensor) else type(prior).__name__
+            raise ValueError(f"prior: this model needs priors of shape [batch, {expected[0]}, {expected[1]}], got {got}; make it with HI-Diff Prior and the same model")
+        if prior.shape[0] not in (1, b):
+            raise ValueError(f"prior: made for a batch of {prior.shape[0]} images but the image batch has {b}")
+        priors = prior.expand(b, *expected)
+        progress = host.Progress(b, "HI-Diff restore")
+
+        def run(net, device):
+            return restore_with_priors(net, split.rgb.to(device), priors.to(device), progress.update)
+
+        try:
+            return (join_image(_run(model, h, w, run), split, host.output_device()),)
+        finally:
+            progress.close()
+
+
+class HIDiffDeblur:
+    DESCRIPTION = "Deblurs an image with HI-Diff in one node: prior diffusion then restoration. Untiled reproduces the official test exactly; tiles bound memory on large images."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("HIDIFF_MODEL",),
+            "image": ("IMAGE", {"tooltip": "The blurry image(s). RGB, RGBA (alpha passes through) or grey; any size."}),
+            "seed": SEED,
+            "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0 = whole image at once (exact official result). Otherwise the side of square tiles; memory then grows with the tile, not the image."}),
+            "tile_overlap": ("INT", {"default": 32, "min": 0, "max": 512, "step": 8, "tooltip": "Overlap between tiles, blended smoothly to hide seams."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The deblurred image.",)
+    FUNCTION = "deblur"
+    CATEGORY = CATEGORY
+
+    def deblur(self, model: HIDiffHandle, image, seed, tile_size=0, tile_overlap=32):
+        split = split_image(image)
+        b, _, h, w = split.rgb.shape
+        if tile_size and tile_overlap >= tile_size:
+            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})")
+        tile, overlap = tile_size, tile_overlap
+        while True:
+            progress = host.Progress(b * steps_per_image(model.model, h, w, tile, overlap), "HI-Diff")
+
+            def run(net, device):
+                return deblur(net, split.rgb.to(device), seed, tile, overlap, progress.update)
+
+            try:
+                restored = _run(model, min(h, tile or h), min(w, tile or w), run)
+                break
+            except host.oom_errors():
+                tile = 512 if not tile or tile > 512 else tile // 2
+                if tile < 128:
+                    raise
+                log.warning("HI-Diff: out of memory; retrying with %d px tiles", tile)
+            finally:
+                progress.close()
+        return (join_image(restored, split, host.output_device()),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "HIDiffLoader": HIDiffLoader,
+    "HIDiffPrior": HIDiffPrior,
+    "HIDiffRestore": HIDiffRestore,
+    "HIDiffDeblur": HIDiffDeblur,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HIDiffLoader": "HI-Diff Loader",
+    "HIDiffPrior": "HI-Diff Prior (latent diffusion)",
+    "HIDiffRestore": "HI-Diff Restore (HIM transformer)",
+    "HIDiffDeblur": "HI-Diff Deblur",
+}
