@@ -21,7 +21,7 @@ def tiny_hidiff_states(seed: int = 0, realblur: bool = False) -> dict[str, dict[
         ffn_expansion_factor=2 if realblur else 2.66))
     net_le_dm = hd.LatentEncoder(hd.LatentEncoderConfig.standard(in_channels=3, embed_dim=8, block_num=1, activation=activation))
     if realblur:
-        net_d = hd.SimpleDenoiser(32, 2, 16)
+        net_d = hd.SimpleDenoiser(32, 2)
     else:
         net_d = hd.MixerDenoiser.standard(channels=32, inner=16, block_num=4, group=4)
     return {"net_g": net_g.state_dict(), "net_le_dm": net_le_dm.state_dict(), "net_d": net_d.state_dict()}

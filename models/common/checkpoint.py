@@ -73,18 +73,24 @@ def _read_safetensors(path: str) -> dict:
 
 
 def _read_pickle(path: str):
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise CheckpointError(path, "the file is truncated or corrupted (an interrupted download?)")
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(path, f"not a PyTorch checkpoint (it starts with {head!r}; a web page saved by mistake?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "weights_only" in text or "Unsupported global" in text or "Weights only load failed" in text:
+        if "Unsupported global" in text or "Unsupported class" in text or "GLOBAL" in text:
             raise CheckpointError(
                 path,
                 "the file contains pickled Python objects that need code to load; refusing to run it. "
                 "Only plain weight files are accepted (convert it to .safetensors with a trusted tool).",
             ) from None
         raise CheckpointError(path, f"not a PyTorch checkpoint ({_short(error)})") from None
-    except (EOFError, zipfile.BadZipFile) as error:
+    except (EOFError, OSError, zipfile.BadZipFile) as error:
         raise CheckpointError(path, f"the file is truncated or corrupted ({_short(error)})") from None
     except RuntimeError as error:
         text = str(error)

@@ -66,27 +66,29 @@ class _LinearLReLU(nn.Module):
 class SimpleDenoiser(nn.Module):
     kind = "simple"
 
-    def __init__(self, channels: int, layers: int, timesteps: int):
+    def __init__(self, channels: int, layers: int, max_period: int = 50):
         super().__init__()
-        self.max_period = timesteps * 10
+        # The step index is divided by 10 x the constructor's ``timesteps`` argument, which the
+        # released RealBlur configs leave at its default of 5 (although they sample 16 steps).
+        self.max_period = max_period
         self.resmlp = nn.Sequential(
             nn.Linear(channels * 2 + 1, channels), nn.LeakyReLU(0.1), *(_LinearLReLU(channels) for _ in range(layers)))
 
     @classmethod
-    def from_state_dict(cls, state: dict, timesteps: int) -> "SimpleDenoiser":
+    def from_state_dict(cls, state: dict) -> "SimpleDenoiser":
         channels = state["resmlp.0.weight"].shape[0]
         layers = sum(1 for k in state if k.startswith("resmlp.") and k.endswith(".resmlp.0.weight"))
-        return cls(channels, layers, timesteps)
+        return cls(channels, layers)
 
     def forward(self, x, condition, time):
         t = time.float().unsqueeze(-1) / self.max_period
         return self.resmlp(torch.cat([condition, t, x], dim=-1))
 
 
-def build_denoiser(state: dict, timesteps: int, source: str = "checkpoint") -> nn.Module:
+def build_denoiser(state: dict, source: str = "checkpoint") -> nn.Module:
     """The denoiser variant the checkpoint holds."""
     if "first_layer.0.weight" in state:
         return MixerDenoiser.from_state_dict(state)
     if "resmlp.0.weight" in state:
-        return SimpleDenoiser.from_state_dict(state, timesteps)
+        return SimpleDenoiser.from_state_dict(state)
     raise CheckpointError(source, "is not an HI-Diff denoiser (neither 'first_layer.0.weight' nor 'resmlp.0.weight')")

@@ -99,7 +99,7 @@ def load_hidiff(path: str, sampler: SamplerConfig | None = None) -> HIDiff:
         sampler = SamplerConfig(**json.loads(metadata["sampler"])) if "sampler" in metadata else default_sampler(states["net_d"])
     net_g = Transformer(TransformerConfig.from_state_dict(states["net_g"], sources["net_g"]))
     net_le_dm = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le_dm"], sources["net_le_dm"]))
-    net_d = build_denoiser(states["net_d"], sampler.timesteps, sources["net_d"])
+    net_d = build_denoiser(states["net_d"], sources["net_d"])
     net_le = None
     if "net_le" in states:
         net_le = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le"], sources["net_le"]))

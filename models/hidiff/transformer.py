@@ -280,12 +280,6 @@ class TransformerConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TransformerConfig":
-        data = dict(data)
-        data["layers"] = {k: LayerSpec(**v) for k, v in data["layers"].items()}
-        return cls(**data)
-
 
 class Transformer(nn.Module):
     """The restoration network ``net_g``; ``forward(image, prior)`` with prior ``[B, group², prior_dim]``."""
