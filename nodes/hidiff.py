@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 CATEGORY = "deblur/HI-Diff"
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NO_MODEL = "(no HI-Diff model found: see README, weights)"
-SEED = ("INT", {"default": 100, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+SEED = ("INT", {"default": 100, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Seed of the prior's starting noise. The official test uses 100."})
 
 
