@@ -22,7 +22,9 @@ class HIDiff(nn.Module):
     def __init__(self, net_g: Transformer, net_le_dm: LatentEncoder, net_d: nn.Module, sampler: SamplerConfig,
                  net_le: LatentEncoder | None = None):
         super().__init__()
-        self.net_g = net_g
+        # Channels-last: depthwise and 1x1 convolutions run 2-3x faster on CPU (oneDNN) and use
+        # tensor cores on CUDA; the layer norms then normalise a contiguous last dimension.
+        self.net_g = net_g.to(memory_format=torch.channels_last)
         self.net_le_dm = net_le_dm
         self.net_d = net_d
         self.net_le = net_le  # stage-one encoder (sees the sharp image); only for training
@@ -70,4 +72,5 @@ class HIDiff(nn.Module):
 
     def _restore(self, padded, prior):
         dtype = self.restore_dtype
-        return self.net_g(padded.to(dtype), prior.to(padded.device, dtype)).float()
+        image = padded.to(dtype).contiguous(memory_format=torch.channels_last)
+        return self.net_g(image, prior.to(padded.device, dtype)).float().contiguous()

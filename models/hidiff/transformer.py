@@ -80,9 +80,18 @@ class FeedForward(nn.Module):
             self.ln2 = nn.Linear(prior_dim, dim)
 
     def forward(self, x, prior=None):
-        x = self.project_in(_modulate(self, x, prior))
-        gate, value = self.dwconv(x).chunk(2, dim=1)
-        return self.project_out(F.gelu(gate) * value)
+        # Gate and value are computed as two halves of the same convolutions: identical arithmetic,
+        # but each half is contiguous, which channels-last GELU and project_out run much faster on.
+        x = _modulate(self, x, prior)
+        hidden = self.project_out.in_channels
+        halves = []
+        for part in (slice(0, hidden), slice(hidden, 2 * hidden)):
+            bias_in = None if self.project_in.bias is None else self.project_in.bias[part]
+            bias_dw = None if self.dwconv.bias is None else self.dwconv.bias[part]
+            y = F.conv2d(x, self.project_in.weight[part], bias_in)
+            halves.append(F.conv2d(y, self.dwconv.weight[part], bias_dw, padding=1, groups=hidden))
+        gate, value = halves
+        return self.project_out(F.gelu(gate).mul_(value))
 
 
 class Attention(nn.Module):
@@ -101,13 +110,19 @@ class Attention(nn.Module):
 
     def forward(self, x, prior=None):
         b, c, h, w = x.shape
+        heads = self.num_heads
         qkv = self.qkv_dwconv(self.qkv(_modulate(self, x, prior)))
-        qkv = qkv.reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.unbind(1)
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)
-        out = (attn @ v).reshape(b, c, h, w)
+        # Pixels-major tokens: a free view of a channels-last map. The official code normalises q and
+        # k over the pixels and multiplies; dividing the small c x c product by the two norms instead
+        # is the same quantity without writing two normalised copies.
+        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads)
+        q, k, v = (tokens[:, :, i].permute(0, 2, 1, 3) for i in range(3))  # [B, heads, HW, c/heads]
+        q_norm = torch.linalg.vector_norm(q, dim=2).clamp_min(1e-12)
+        k_norm = torch.linalg.vector_norm(k, dim=2).clamp_min(1e-12)
+        attn = q.transpose(-2, -1) @ k / (q_norm[..., :, None] * k_norm[..., None, :])
+        attn = (attn * self.temperature).softmax(dim=-1)
+        out = v @ attn.transpose(-2, -1)  # [B, heads, HW, c/heads]
+        out = out.permute(0, 2, 1, 3).reshape(b, h, w, c).permute(0, 3, 1, 2)
         return self.project_out(out)
 
 

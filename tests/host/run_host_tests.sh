@@ -2,13 +2,14 @@
 # Run the pack inside a real ComfyUI (tests/host/test_host.py). Needs a ComfyUI checkout with its own venv:
 #   COMFYUI_PATH    the checkout (default /work/comfyui)
 #   COMFYUI_PYTHON  the server's python (default $COMFYUI_PATH/venv/bin/python)
-#   PYTHON          the python that runs pytest, with the pack's requirements (default: .venv, else python3)
+#   PYTHON          the python that runs pytest, with the pack's requirements (default: .venv, venv, else python3)
 # Extra arguments go to pytest. Server logs and saved images land in tests/host/out/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export COMFYUI_PATH="${COMFYUI_PATH:-/work/comfyui}"
 if [[ -z "${PYTHON:-}" ]]; then
-    PYTHON=python3
-    [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
+    for PYTHON in .venv/bin/python venv/bin/python python3; do
+        command -v "$PYTHON" >/dev/null && break
+    done
 fi
 exec "$PYTHON" -m pytest -v tests/host "$@"
