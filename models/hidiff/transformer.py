@@ -20,6 +20,11 @@ LAYERS = {
 }
 
 
+# Elements of one GDFN hidden half per strip (16 MiB in fp32): below glibc's largest heap-served
+# block, so strips reuse memory instead of mapping fresh pages for every call.
+STRIP_ELEMENTS = 4 * 2**20
+
+
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channels of an NCHW map (``WithBias`` or ``BiasFree``, eps 1e-5).
 
@@ -80,9 +85,25 @@ class FeedForward(nn.Module):
             self.ln2 = nn.Linear(prior_dim, dim)
 
     def forward(self, x, prior=None):
+        x = _modulate(self, x, prior)
+        b, _, h, w = x.shape
+        rows = max(8, STRIP_ELEMENTS // (b * self.project_out.in_channels * w))
+        if rows >= h:
+            return self._gdfn(x)
+        # The GDFN is local (1x1, 3x3 depthwise, 1x1), so it runs in horizontal strips with a one-row
+        # halo: the wide hidden activations never exist for the whole image at once, which bounds
+        # memory and keeps each temporary small enough to be reused by the allocator and the cache.
+        out = torch.empty((b, self.project_out.out_channels, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last)
+        for top in range(0, h, rows):
+            bottom = min(top + rows, h)
+            low, high = max(top - 1, 0), min(bottom + 1, h)
+            out[:, :, top:bottom] = self._gdfn(x[:, :, low:high])[:, :, top - low:bottom - low]
+        return out
+
+    def _gdfn(self, x):
         # Gate and value are computed as two halves of the same convolutions: identical arithmetic,
         # but each half is contiguous, which channels-last GELU and project_out run much faster on.
-        x = _modulate(self, x, prior)
         hidden = self.project_out.in_channels
         halves = []
         for part in (slice(0, hidden), slice(hidden, 2 * hidden)):
@@ -109,21 +130,35 @@ class Attention(nn.Module):
             self.ln2 = nn.Linear(prior_dim, dim)
 
     def forward(self, x, prior=None):
+        x = _modulate(self, x, prior)
         b, c, h, w = x.shape
         heads = self.num_heads
-        qkv = self.qkv_dwconv(self.qkv(_modulate(self, x, prior)))
-        # Pixels-major tokens: a free view of a channels-last map. The official code normalises q and
-        # k over the pixels and multiplies; dividing the small c x c product by the two norms instead
-        # is the same quantity without writing two normalised copies.
-        tokens = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads)
-        q, k, v = (tokens[:, :, i].permute(0, 2, 1, 3) for i in range(3))  # [B, heads, HW, c/heads]
-        q_norm = torch.linalg.vector_norm(q, dim=2).clamp_min(1e-12)
-        k_norm = torch.linalg.vector_norm(k, dim=2).clamp_min(1e-12)
-        attn = q.transpose(-2, -1) @ k / (q_norm[..., :, None] * k_norm[..., None, :])
-        attn = (attn * self.temperature).softmax(dim=-1)
-        out = v @ attn.transpose(-2, -1)  # [B, heads, HW, c/heads]
-        out = out.permute(0, 2, 1, 3).reshape(b, h, w, c).permute(0, 3, 1, 2)
-        return self.project_out(out)
+        # Pixels-major tokens are a free view of a channels-last map. The official code normalises q
+        # and k over all pixels and multiplies them; here the small c x c product q^T k and the squared
+        # norms are accumulated strip by strip (with the depthwise conv's one-row halo) and the product
+        # divided by the norms afterwards: the same quantity, without the full-size q, k and their
+        # normalised copies. Only v is kept whole.
+        rows = max(8, STRIP_ELEMENTS // (b * 3 * c * w))
+        gram = x.new_zeros(b, heads, c // heads, c // heads)
+        q_sq, k_sq = x.new_zeros(b, heads, c // heads), x.new_zeros(b, heads, c // heads)
+        values = []
+        for top in range(0, h, rows):
+            bottom = min(top + rows, h)
+            low, high = max(top - 1, 0), min(bottom + 1, h)
+            qkv = self.qkv_dwconv(self.qkv(x[:, :, low:high]))[:, :, top - low:bottom - low]
+            tokens = qkv.permute(0, 2, 3, 1).reshape(b, -1, 3, heads, c // heads)
+            q, k, v = (tokens[:, :, i].permute(0, 2, 1, 3) for i in range(3))  # [B, heads, pixels, c/heads]
+            gram += q.transpose(-2, -1) @ k
+            q_sq += q.square().sum(dim=2)
+            k_sq += k.square().sum(dim=2)
+            values.append(v.contiguous())
+        norms = q_sq.sqrt().clamp_min(1e-12)[..., :, None] * k_sq.sqrt().clamp_min(1e-12)[..., None, :]
+        attn = (gram / norms * self.temperature).softmax(dim=-1).transpose(-2, -1)
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        for top, v in zip(range(0, h, rows), values):
+            strip = (v @ attn).permute(0, 2, 1, 3).reshape(b, -1, w, c).permute(0, 3, 1, 2)
+            out[:, :, top:top + strip.shape[2]] = self.project_out(strip)
+        return out
 
 
 class HIM(nn.Module):
