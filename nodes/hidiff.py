@@ -41,14 +41,18 @@ def list_models() -> list[str]:
     return names or [NO_MODEL]
 
 
-def _run(handle: HIDiffHandle, height: int, width: int, fn):
-    """Run ``fn(model, device)`` with the model on the compute device, then offload it."""
+def _run(handle: HIDiffHandle, size: tuple[int, int], steps: int, desc: str, fn):
+    """Run ``fn(model, device, on_step)`` with the model on the compute device and a progress bar of
+    ``steps`` (which also checks for Cancel), then offload the model. ``size`` is the largest
+    region processed at once, for the memory request."""
     device = host.torch_device()
-    host.free_memory(handle.bytes_for(height, width), device)
+    host.free_memory(handle.bytes_for(*size), device)
+    progress = host.Progress(steps, desc)
     model = handle.model.to(device)
     try:
-        return fn(model, device)
+        return fn(model, device, progress.update)
     finally:
+        progress.close()
         handle.model.to(host.offload_device())
         host.soft_empty_cache()
 
@@ -100,15 +104,9 @@ class HIDiffPrior:
     def prior(self, model: HIDiffHandle, image, seed):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
-        progress = host.Progress(b * model.model.sampler.config.timesteps, "HI-Diff prior")
-
-        def run(net, device):
-            return compute_priors(net, split.rgb.to(device), seed, progress.update).cpu()
-
-        try:
-            return (_run(model, h, w, run),)
-        finally:
-            progress.close()
+        steps = b * model.model.sampler.config.timesteps
+        return (_run(model, (h, w), steps, "HI-Diff prior",
+                     lambda net, device, on_step: compute_priors(net, split.rgb.to(device), seed, on_step).cpu()),)
 
 
 class HIDiffRestore:
@@ -137,15 +135,9 @@ class HIDiffRestore:
         if prior.shape[0] not in (1, b):
             raise ValueError(f"prior: made for a batch of {prior.shape[0]} images but the image batch has {b}")
         priors = prior.expand(b, *expected)
-        progress = host.Progress(b, "HI-Diff restore")
-
-        def run(net, device):
-            return restore_with_priors(net, split.rgb.to(device), priors.to(device), progress.update)
-
-        try:
-            return (join_image(_run(model, h, w, run), split, host.output_device()),)
-        finally:
-            progress.close()
+        restored = _run(model, (h, w), b, "HI-Diff restore",
+                        lambda net, device, on_step: restore_with_priors(net, split.rgb.to(device), priors.to(device), on_step))
+        return (join_image(restored, split, host.output_device()),)
 
 
 class HIDiffDeblur:
@@ -173,21 +165,16 @@ class HIDiffDeblur:
             raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})")
         tile, overlap = tile_size, tile_overlap
         while True:
-            progress = host.Progress(b * steps_per_image(model.model, h, w, tile, overlap), "HI-Diff")
-
-            def run(net, device):
-                return deblur(net, split.rgb.to(device), seed, tile, overlap, progress.update)
-
+            steps = b * steps_per_image(model.model, h, w, tile, overlap)
             try:
-                restored = _run(model, min(h, tile or h), min(w, tile or w), run)
+                restored = _run(model, (min(h, tile or h), min(w, tile or w)), steps, "HI-Diff",
+                                lambda net, device, on_step: deblur(net, split.rgb.to(device), seed, tile, overlap, on_step))
                 break
             except host.oom_errors():
                 tile = 512 if not tile or tile > 512 else tile // 2
                 if tile < 128:
                     raise
                 log.warning("HI-Diff: out of memory; retrying with %d px tiles", tile)
-            finally:
-                progress.close()
         return (join_image(restored, split, host.output_device()),)
 
 

@@ -66,13 +66,30 @@ class TokenLayerNorm(nn.Module):
         return self.body(x)
 
 
-def _modulate(owner: nn.Module, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
-    if prior is None or not hasattr(owner, "ln1"):
-        return x
-    return x * owner.ln1(prior)[..., None, None] + owner.ln2(prior)[..., None, None]
+class PriorModulated(nn.Module):
+    """Base of the bottleneck's blocks: ``x * ln1(prior) + ln2(prior)`` per channel (official
+    ``ln1``/``ln2``), present only where the prior arrives as a single vector instead of via HIM."""
+
+    def add_modulation(self, prior_dim: int | None, dim: int) -> None:
+        if prior_dim:
+            self.ln1 = nn.Linear(prior_dim, dim)
+            self.ln2 = nn.Linear(prior_dim, dim)
+
+    def modulate(self, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        if prior is None or not hasattr(self, "ln1"):
+            return x
+        return x * self.ln1(prior)[..., None, None] + self.ln2(prior)[..., None, None]
 
 
-class FeedForward(nn.Module):
+def row_strips(height: int, rows: int):
+    """``(top, bottom, low, high)`` for strips of ``rows`` rows, with the one-row halo
+    (``low``/``high``) that a 3x3 convolution needs to compute rows ``top:bottom`` exactly."""
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        yield top, bottom, max(top - 1, 0), min(bottom + 1, height)
+
+
+class FeedForward(PriorModulated):
     """Gated-Dconv feed-forward network (GDFN)."""
 
     def __init__(self, dim: int, hidden: int, bias: bool, prior_dim: int | None):
@@ -80,12 +97,10 @@ class FeedForward(nn.Module):
         self.project_in = nn.Conv2d(dim, hidden * 2, 1, bias=bias)
         self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
         self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
-        if prior_dim:
-            self.ln1 = nn.Linear(prior_dim, dim)
-            self.ln2 = nn.Linear(prior_dim, dim)
+        self.add_modulation(prior_dim, dim)
 
     def forward(self, x, prior=None):
-        x = _modulate(self, x, prior)
+        x = self.modulate(x, prior)
         b, _, h, w = x.shape
         rows = max(8, STRIP_ELEMENTS // (b * self.project_out.in_channels * w))
         if rows >= h:
@@ -95,9 +110,7 @@ class FeedForward(nn.Module):
         # memory and keeps each temporary small enough to be reused by the allocator and the cache.
         out = torch.empty((b, self.project_out.out_channels, h, w), dtype=x.dtype, device=x.device,
                           memory_format=torch.channels_last)
-        for top in range(0, h, rows):
-            bottom = min(top + rows, h)
-            low, high = max(top - 1, 0), min(bottom + 1, h)
+        for top, bottom, low, high in row_strips(h, rows):
             out[:, :, top:bottom] = self._gdfn(x[:, :, low:high])[:, :, top - low:bottom - low]
         return out
 
@@ -115,7 +128,7 @@ class FeedForward(nn.Module):
         return self.project_out(F.gelu(gate).mul_(value))
 
 
-class Attention(nn.Module):
+class Attention(PriorModulated):
     """Multi-Dconv head transposed attention (MDTA): attention across channels, not pixels."""
 
     def __init__(self, dim: int, heads: int, bias: bool, prior_dim: int | None):
@@ -125,12 +138,10 @@ class Attention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
-        if prior_dim:
-            self.ln1 = nn.Linear(prior_dim, dim)
-            self.ln2 = nn.Linear(prior_dim, dim)
+        self.add_modulation(prior_dim, dim)
 
     def forward(self, x, prior=None):
-        x = _modulate(self, x, prior)
+        x = self.modulate(x, prior)
         b, c, h, w = x.shape
         heads = self.num_heads
         # Pixels-major tokens are a free view of a channels-last map. The official code normalises q
@@ -142,9 +153,7 @@ class Attention(nn.Module):
         gram = x.new_zeros(b, heads, c // heads, c // heads)
         q_sq, k_sq = x.new_zeros(b, heads, c // heads), x.new_zeros(b, heads, c // heads)
         values = []
-        for top in range(0, h, rows):
-            bottom = min(top + rows, h)
-            low, high = max(top - 1, 0), min(bottom + 1, h)
+        for top, bottom, low, high in row_strips(h, rows):
             qkv = self.qkv_dwconv(self.qkv(x[:, :, low:high]))[:, :, top - low:bottom - low]
             tokens = qkv.permute(0, 2, 3, 1).reshape(b, -1, 3, heads, c // heads)
             q, k, v = (tokens[:, :, i].permute(0, 2, 1, 3) for i in range(3))  # [B, heads, pixels, c/heads]
