@@ -1,5 +1,8 @@
 """ComfyUI node adapters. Thin: they validate inputs, convert IMAGE tensors and call ``models/``."""
 from . import hidiff
+from . import blur_lab
+from . import deblurdiff
+from . import weights_help  # noqa: F401  (serves /deblur/weights and /deblur/readme for the frontend)
 
-NODE_CLASS_MAPPINGS = {**hidiff.NODE_CLASS_MAPPINGS}
-NODE_DISPLAY_NAME_MAPPINGS = {**hidiff.NODE_DISPLAY_NAME_MAPPINGS}
+NODE_CLASS_MAPPINGS = {**hidiff.NODE_CLASS_MAPPINGS, **blur_lab.NODE_CLASS_MAPPINGS, **deblurdiff.NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS = {**hidiff.NODE_DISPLAY_NAME_MAPPINGS, **blur_lab.NODE_DISPLAY_NAME_MAPPINGS, **deblurdiff.NODE_DISPLAY_NAME_MAPPINGS}

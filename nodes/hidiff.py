@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.common.checkpoint import CheckpointError
+from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH, default_available
 from ..models.hidiff import HIDiff, compute_priors, deblur, find_hidiff_models, load_hidiff, restore_with_priors, steps_per_image
 from . import host
 from .images import join_image, split_image
@@ -35,7 +36,7 @@ class HIDiffHandle:
 
 
 def list_models() -> list[str]:
-    names = []
+    names = [DEFAULT_NAME] if default_available() else []  # the bundled model first: the default
     for root in host.model_dirs():
         names += [n for n in find_hidiff_models(root) if n not in names]
     return names or [NO_MODEL]
@@ -80,7 +81,8 @@ class HIDiffLoader:
         if not host.supports_dtype(dtype):
             log.warning("HI-Diff: %s is not supported on %s; using fp32", precision, host.torch_device())
             dtype = torch.float32
-        model = load_hidiff(host.resolve_model(model_name)).set_precision(dtype)
+        path = DEFAULT_PATH if model_name == DEFAULT_NAME else host.resolve_model(model_name)
+        model = load_hidiff(path).set_precision(dtype)
         return (HIDiffHandle(model.to(host.offload_device()), model_name, dtype),)
 
 

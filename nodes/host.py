@@ -32,6 +32,47 @@ def register_model_folder() -> None:
 
 register_model_folder()
 
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_images")
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+ENV_NO_EXAMPLES = "COMFYUI_DEBLUR_NO_EXAMPLES"
+
+
+def copy_examples(input_dir: str, examples_dir: str = EXAMPLES_DIR) -> list[str]:
+    """Copy the pack's example photos into ``input_dir`` where no file of that name exists yet.
+
+    LoadImage lists only ComfyUI's input folder, so this is what lets the bundled workflows open
+    with their photo already selected. A user's file of the same name is never overwritten.
+    Returns the names copied.
+    """
+    import shutil
+
+    if not os.path.isdir(examples_dir):
+        return []
+    copied = []
+    for name in sorted(os.listdir(examples_dir)):
+        target = os.path.join(input_dir, name)
+        if name.lower().endswith(EXAMPLE_SUFFIXES) and not os.path.exists(target):
+            os.makedirs(input_dir, exist_ok=True)
+            shutil.copyfile(os.path.join(examples_dir, name), target)
+            copied.append(name)
+    return copied
+
+
+def install_examples() -> list[str]:
+    """In ComfyUI, copy the example photos into its input folder (opt out: COMFYUI_DEBLUR_NO_EXAMPLES=1)."""
+    if not IN_COMFYUI or os.environ.get(ENV_NO_EXAMPLES) == "1":
+        return []
+    try:
+        return copy_examples(_folder_paths.get_input_directory())
+    except OSError as error:  # a read-only input folder must not stop the pack from loading
+        import logging
+
+        logging.getLogger(__name__).warning("deblur: could not copy the example photos: %s", error)
+        return []
+
+
+install_examples()
+
 
 def model_dirs() -> list[str]:
     """Folders searched for models, in priority order."""
@@ -130,3 +171,52 @@ class Progress:
     def close(self) -> None:
         if not IN_COMFYUI:
             self._bar.close()
+
+
+def add_get_route(path: str, respond) -> bool:
+    """Serve ``GET path`` (and ``/api`` + path) from ComfyUI's web server; ``respond()`` returns
+    ``(body text, content type)``. Only inside ComfyUI; returns whether the route was added."""
+    server = getattr(_import_server(), "PromptServer", None)
+    instance = getattr(server, "instance", None)
+    if instance is None:
+        return False
+    from aiohttp import web
+
+    async def handler(_request):
+        body, content_type = respond()
+        return web.Response(text=body, content_type=content_type, charset="utf-8")
+
+    instance.routes.get(path)(handler)
+    return True
+
+
+def _import_server():
+    if not IN_COMFYUI:
+        return None
+    try:
+        import server  # ComfyUI's web server module (top level in the host)
+    except ImportError:
+        return None
+    return server
+
+
+def save_preview_images(images: torch.Tensor, prefix: str = "deblur_preview") -> list[dict]:
+    """Write ``IMAGE`` tensors ``[B, H, W, C]`` as PNGs into ComfyUI's temp folder, as PreviewImage does,
+    and return the ``{"filename", "subfolder", "type"}`` entries a node's ``ui`` output refers to them by.
+    Outside ComfyUI there is nowhere to serve them from: returns ``[]``."""
+    if not IN_COMFYUI:
+        return []
+    import secrets
+
+    from PIL import Image
+
+    temp = _folder_paths.get_temp_directory()
+    prefix = f"{prefix}_{secrets.token_hex(3)}"
+    folder, filename, counter, subfolder, _ = _folder_paths.get_save_image_path(prefix, temp, images.shape[2], images.shape[1])
+    saved = []
+    for index, image in enumerate(images):
+        pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        name = f"{filename}_{counter + index:05}_.png"
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(os.path.join(folder, name), compress_level=1)
+        saved.append({"filename": name, "subfolder": subfolder, "type": "temp"})
+    return saved

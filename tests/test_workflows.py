@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import pack_module
-from tiny_models import prepare_models
+from tiny_models import compact_upscale, prepare_models
 from workflow_graph import api_workflows, load, node_spec, ui_to_api, ui_workflows
 
 MAPPINGS = pack_module("nodes").NODE_CLASS_MAPPINGS
@@ -44,8 +44,9 @@ def test_api_workflow_names_existing_inputs(path):
         assert set(required) <= set(node["inputs"]), (node_id, "missing inputs")
 
 
-def run_api_graph(graph: dict, image: torch.Tensor) -> dict:
-    """Execute an API graph with our node classes; LoadImage yields ``image``, SaveImage collects."""
+def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
+    """Execute an API graph with our node classes; LoadImage yields ``image``, SaveImage collects,
+    ComfyUI's upscale-model nodes load ``models_root/upscale_models/<name>`` and apply it as the host would."""
     results, saved = {}, {}
 
     def value(v):
@@ -62,12 +63,18 @@ def run_api_graph(graph: dict, image: torch.Tensor) -> dict:
         kind = node["class_type"]
         if kind == "LoadImage":
             results[node_id] = (image, torch.zeros(image.shape[:3]))
+        elif kind == "UpscaleModelLoader":
+            path = os.path.join(models_root, "upscale_models", args["model_name"])
+            results[node_id] = (torch.load(path, weights_only=True)["params"],)
+        elif kind == "ImageUpscaleWithModel":
+            results[node_id] = (compact_upscale(args["upscale_model"], args["image"]),)
         elif kind in ("SaveImage", "PreviewImage"):
             saved[node_id] = args["images"]
             results[node_id] = ()
         else:
             cls = MAPPINGS[kind]
-            results[node_id] = getattr(cls(), cls.FUNCTION)(**args)
+            out = getattr(cls(), cls.FUNCTION)(**args)
+            results[node_id] = out["result"] if isinstance(out, dict) else out  # {"ui": ..., "result": ...}
 
     for node_id in graph:
         run(node_id)
@@ -78,8 +85,24 @@ def run_api_graph(graph: dict, image: torch.Tensor) -> dict:
 def test_api_workflow_runs_through_the_nodes(path, models_dir):
     prepare_models(models_dir.parent)  # tiny models wherever the bundled loaders point
     image = torch.rand(1, 29, 35, 3, generator=torch.Generator().manual_seed(0))
-    saved = run_api_graph(load(path), image)
+    graph = load(path)
+    saved = run_api_graph(graph, image, models_dir.parent)
     assert saved
-    for output in saved.values():
-        assert output.shape == image.shape and 0 <= output.min() and output.max() <= 1
-        assert not torch.equal(output, image)
+    for node_id, output in saved.items():
+        scale = 4 ** upscales_upstream(graph, node_id)  # the tiny upscale model is x4
+        assert output.shape == (1, 29 * scale, 35 * scale, 3) and 0 <= output.min() and output.max() <= 1
+        if scale == 1:
+            assert not torch.equal(output, image)
+
+
+def upscales_upstream(graph: dict, node_id: str) -> int:
+    """How many ImageUpscaleWithModel nodes feed ``node_id`` (along its first image input chain)."""
+    count, seen, frontier = 0, set(), [node_id]
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        count += graph[current]["class_type"] == "ImageUpscaleWithModel"
+        frontier += [v[0] for v in graph[current]["inputs"].values() if isinstance(v, list)]
+    return count

@@ -28,11 +28,12 @@ class CheckpointError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
-def read_state_dict(path: str | os.PathLike, prefer_key: str | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, prefer_key: str | None = None, mmap: bool = False) -> dict[str, torch.Tensor]:
     """Read a flat ``name -> tensor`` dict from ``.safetensors`` or a weights-only pickle.
 
     Unwraps ``{'params': ...}``-style containers (``prefer_key`` first) and strips DataParallel's
-    ``module.`` prefix.
+    ``module.`` prefix. ``mmap=True`` maps a (zip-format) pickle instead of reading it into memory,
+    for multi-gigabyte checkpoints whose tensors are converted or adopted right away.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -43,7 +44,7 @@ def read_state_dict(path: str | os.PathLike, prefer_key: str | None = None) -> d
     if lower.endswith(SAFETENSORS_SUFFIXES):
         data = _read_safetensors(path)
     elif lower.endswith(PICKLE_SUFFIXES):
-        data = _read_pickle(path)
+        data = _read_pickle(path, mmap)
     else:
         raise CheckpointError(path, "unknown checkpoint type; expected .safetensors or .pth/.pt/.ckpt/.bin")
     return _flatten(path, data, prefer_key)
@@ -72,7 +73,7 @@ def _read_safetensors(path: str) -> dict:
         raise CheckpointError(path, f"not a readable safetensors file, truncated or corrupted ({_short(error)})") from None
 
 
-def _read_pickle(path: str):
+def _read_pickle(path: str, mmap: bool = False):
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
@@ -80,6 +81,8 @@ def _read_pickle(path: str):
     if not head.startswith((b"PK", b"\x80")):
         raise CheckpointError(path, f"not a PyTorch checkpoint (it starts with {head!r}; a web page saved by mistake?)")
     try:
+        if mmap and head.startswith(b"PK"):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)

@@ -31,8 +31,11 @@ def shape_of(state: dict, key: str, source: str) -> torch.Size:
     return state[key].shape
 
 
-def load_strict(module: nn.Module, state: dict, source: str, limit: int = 5) -> None:
-    """``load_state_dict(strict=True)`` with a message that lists what disagrees, first few only."""
+def load_strict(module: nn.Module, state: dict, source: str, limit: int = 5, assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with a message that lists what disagrees, first few only.
+
+    ``assign=True`` adopts the given tensors instead of copying into the module's (for modules built
+    on the meta device, which then need no memory or random initialisation of their own)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -48,4 +51,4 @@ def load_strict(module: nn.Module, state: dict, source: str, limit: int = 5) -> 
             problems.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
     if problems:
         raise CheckpointError(source, "does not match the architecture; " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)

@@ -24,7 +24,7 @@ import uuid
 import zlib
 from pathlib import Path
 
-COPY_IGNORE = shutil.ignore_patterns(".git", "venv", ".venv", "__pycache__", "*.pyc", ".pytest_cache")
+COPY_IGNORE = shutil.ignore_patterns(".git", "venv", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "node_modules", "out")
 CANNOT_IMPORT = re.compile(r"Cannot import (.+?) module for custom nodes: (.*)")
 IMPORT_FAILED = re.compile(r"seconds \(IMPORT FAILED\): (.+)")
 
@@ -35,13 +35,14 @@ class ComfyError(RuntimeError):
 
 class ComfyHost:
     def __init__(self, comfy_path, pack_path, python=None, pack_name=None, log_path=None,
-                 startup_timeout=180.0, keep=False):
+                 startup_timeout=180.0, keep=False, extra_args=()):
         self.comfy_path = Path(comfy_path).resolve()
         self.pack_path = Path(pack_path).resolve()
         self.python = Path(python or os.environ.get("COMFYUI_PYTHON") or self.comfy_path / "venv/bin/python")
         self.pack_name = pack_name or f"deblur-pack-{uuid.uuid4().hex[:4]}"
         self.startup_timeout = startup_timeout
         self.keep = keep
+        self.extra_args = list(extra_args)  # more main.py arguments, e.g. ["--front-end-root", DIR]
         # The base directory exists from construction on, so callers can fill models/ and input/
         # before the server starts.
         self.base = Path(tempfile.mkdtemp(prefix="comfy-host-"))
@@ -84,7 +85,7 @@ class ComfyHost:
         cmd = [str(self.python), str(self.comfy_path / "main.py"), "--cpu", "--disable-auto-launch",
                "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(self.base),
                # The default database lives in the checkout; keep this run self-contained.
-               "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}"]
+               "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}", *self.extra_args]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})

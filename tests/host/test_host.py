@@ -1,26 +1,33 @@
-"""The pack inside a real ComfyUI server: it imports, registers its nodes, and runs every bundled API workflow.
+"""The pack inside a real ComfyUI server: it imports, registers its nodes, serves its frontend and
+templates, puts its example photos where LoadImage finds them, and runs every bundled API workflow,
+one of them checked against the pack run directly.
 
 Skipped unless COMFYUI_PATH names a ComfyUI checkout with its own venv (see run_host_tests.sh).
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_host import ComfyHost, write_test_png
+from comfy_host import ComfyHost
 
 ROOT = Path(__file__).resolve().parents[2]
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 OUT = Path(__file__).resolve().parent / "out"
 WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
+EXAMPLES = sorted(p for p in (ROOT / "example_images").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
 WORKFLOW_TIMEOUT = float(os.environ.get("COMFYUI_WORKFLOW_TIMEOUT", 600))
-LOAD_IMAGE_NODES = {"LoadImage", "LoadImageMask"}
 TINY_MODELS = ROOT / "tests" / "tiny_models.py"
+UPSCALE_FACTOR = 4  # of the tiny upscale model tests/tiny_models.py writes
+GOLDEN_WORKFLOW = "hidiff_deblur"
 
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="host tests need COMFYUI_PATH: a ComfyUI checkout with "
                                 "a venv (or COMFYUI_PYTHON); run tests/host/run_host_tests.sh")
@@ -38,7 +45,13 @@ def host():
         yield comfy
 
 
+def get(host, path):
+    with urllib.request.urlopen(host.url + path, timeout=30) as reply:
+        return reply.read(), reply.headers.get_content_type()
+
+
 def test_pack_imports_and_registers_every_node(host, pack):
+    assert "-" in host.pack_name, "the pack must load from a folder name no import statement could spell"
     assert not host.import_failed(), f"ComfyUI failed to import the pack:\n{host.log_tail()}"
     assert pack.NODE_CLASS_MAPPINGS, "the pack exports no NODE_CLASS_MAPPINGS"
     served = host.object_info()
@@ -53,6 +66,34 @@ def test_pack_imports_and_registers_every_node(host, pack):
                     assert info["input"][section][input_name][0] == spec[0], f"{name}.{input_name}"
 
 
+def test_example_photos_are_in_the_input_folder_and_listed_by_load_image(host):
+    listed = host.object_info()["LoadImage"]["input"]["required"]["image"][0]
+    for example in EXAMPLES:
+        copied = host.input_dir / example.name
+        assert copied.read_bytes() == example.read_bytes(), f"{example.name} was not copied into input/ at start-up"
+        assert example.name in listed
+
+
+def test_frontend_extension_routes_and_templates_are_served(host):
+    extensions = json.loads(get(host, "/extensions")[0])
+    entry = f"/extensions/{host.pack_name}/deblur.js"
+    assert entry in extensions
+    script, kind = get(host, entry)
+    assert kind in ("application/javascript", "text/javascript") and b"registerExtension" in script
+
+    help_ = json.loads(get(host, "/api/deblur/weights")[0])
+    assert str(host.models_dir / "deblur") in help_["model_folders"]
+    readme, kind = get(host, help_["readme"].split("#")[0])
+    assert kind == "text/html" and f'id="{help_["readme"].split("#")[1]}"'.encode() in readme
+
+    templates = json.loads(get(host, "/api/workflow_templates")[0])
+    names = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
+    assert sorted(templates.get(host.pack_name, [])) == names
+    for name in names:
+        served = json.loads(get(host, f"/api/workflow_templates/{host.pack_name}/{name}.json")[0])
+        assert served == json.loads((ROOT / "workflows" / f"{name}.json").read_text())
+
+
 @pytest.mark.parametrize("workflow", WORKFLOWS or [pytest.param(None, marks=pytest.mark.skip(
     reason="no workflows/api/*.json in the pack yet"))], ids=lambda p: p.stem if p else "none")
 def test_workflow_runs_and_saves_sane_images(host, workflow):
@@ -60,32 +101,135 @@ def test_workflow_runs_and_saves_sane_images(host, workflow):
         pytest.fail("tests/tiny_models.py with prepare_models(models_dir) is missing: the harness cannot give the "
                     "workflow's loaders any model")
     prompt = json.loads(workflow.read_text())
-    input_sizes = [_provide_input(host, node["inputs"]["image"])
-                   for node in prompt.values() if node["class_type"] in LOAD_IMAGE_NODES]
+    for node in prompt.values():
+        if node["class_type"] == "LoadImage":
+            assert (host.input_dir / node["inputs"]["image"]).exists(), \
+                f"{node['inputs']['image']}: the workflow loads a photo that is not in ComfyUI's input folder"
 
-    images = host.output_images(host.wait(host.queue(prompt), WORKFLOW_TIMEOUT))
+    history = host.wait(host.queue(prompt), WORKFLOW_TIMEOUT)
 
-    assert images, f"{workflow.name} saved no image"
     keep = OUT / workflow.stem
     shutil.rmtree(keep, ignore_errors=True)
     keep.mkdir()
-    for path in images:
-        shutil.copy(path, keep)
-        with Image.open(path) as image:
-            assert image.mode == "RGB", f"{path.name}: mode {image.mode}"
-            if len(set(input_sizes)) == 1:
-                assert image.size == input_sizes[0], f"{path.name}: {image.size} from a {input_sizes[0]} input"
-            extrema = image.getextrema()
-            assert any(low < high for low, high in extrema), f"{path.name} is one flat colour {extrema}"
+    saved = 0
+    for node_id, output in history["outputs"].items():
+        for image in output.get("images", []):
+            path = host.base / image["type"] / image["subfolder"] / image["filename"]
+            if image["type"] != "output":
+                continue
+            saved += 1
+            shutil.copy(path, keep)
+            expected = _expected_size(host, prompt, node_id)
+            with Image.open(path) as picture:
+                assert picture.mode == "RGB", f"{path.name}: mode {picture.mode}"
+                if expected:
+                    assert picture.size == expected, f"{path.name}: {picture.size}, expected {expected}"
+                extrema = picture.getextrema()
+                assert any(low < high for low, high in extrema), f"{path.name} is one flat colour {extrema}"
+        _check_frontend_payloads(host, output)
+    assert saved, f"{workflow.name} saved no image"
 
 
-def _provide_input(host, name):
-    """Upload the pack's examples/<name> if it exists, else write a 64x64 test PNG under that name; returns (w, h)."""
-    example = ROOT / "examples" / name
-    if example.exists():
-        host.upload_image(example, name)
-        path = example
-    else:
-        path = write_test_png(host.input_dir / name)
-    with Image.open(path) as image:
-        return image.size
+def test_hidiff_workflow_saves_what_the_pack_computes_directly(host, pack):
+    """Ties the host run to the golden-tested pipeline: the PNG that ComfyUI saved equals the pack's own
+    HI-Diff output for the same photo and model, within one 8-bit level (torch versions differ)."""
+    from conftest import pack_module
+
+    prompt = json.loads((ROOT / "workflows" / "api" / f"{GOLDEN_WORKFLOW}.json").read_text())
+    history = host.wait(host.queue(prompt), WORKFLOW_TIMEOUT)
+    (saved,) = host.output_images(history)
+
+    hidiff = pack_module("nodes.hidiff")
+    loader_inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "HIDiffLoader")
+    deblur_inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "HIDiffDeblur")
+    photo = next(n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage")
+    model_path = host.models_dir / "deblur" / loader_inputs["model_name"]
+    (model,) = hidiff.HIDiffLoader().load(str(model_path), loader_inputs["precision"])
+    with Image.open(host.input_dir / photo) as picture:  # as LoadImage reads it
+        image = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+    import torch
+
+    (restored,) = hidiff.HIDiffDeblur().deblur(model, torch.from_numpy(image)[None], deblur_inputs["seed"],
+                                               deblur_inputs["tile_size"], deblur_inputs["tile_overlap"])
+    direct = np.clip(255.0 * restored[0].numpy(), 0, 255).astype(np.uint8)  # as SaveImage writes it
+    with Image.open(saved) as picture:
+        from_host = np.asarray(picture, dtype=np.int16)
+    difference = np.abs(from_host - direct.astype(np.int16))
+    (OUT / "golden_check.json").write_text(json.dumps({
+        "workflow": GOLDEN_WORKFLOW, "photo": photo, "size": list(direct.shape),
+        "max_level_difference": int(difference.max()), "pixels_differing": int((difference > 0).sum())}))
+    assert difference.max() <= 1, f"host output differs from the pack's by up to {difference.max()} levels"
+
+
+def test_viewer_and_kernel_payloads_reach_the_frontend(host):
+    """Deblur Compare sends both images (saved as temp previews, unresized) and Blur Kernel Preview the
+    kernels, through ComfyUI's own history, whatever the bundled workflows contain."""
+    sharp = EXAMPLES[[p.name for p in EXAMPLES].index("deblur_example_cat_sharp.png")]
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": sharp.name}},
+        "2": {"class_type": "SyntheticMotionBlur", "inputs": {"image": ["1", 0], "seed": 3, "intensity": 0.6,
+                                                              "kernel_size": 21, "noise": 0.0, "regions": 2}},
+        "3": {"class_type": "DeblurCompare", "inputs": {"image_a": ["2", 0], "image_b": ["1", 0], "mode": "split",
+                                                        "split_position": 0.5, "label_a": "blurred", "label_b": "sharp"}},
+        "4": {"class_type": "BlurKernelPreview", "inputs": {"kernel": ["2", 1], "size": 64}},
+    }
+    outputs = host.wait(host.queue(prompt), WORKFLOW_TIMEOUT)["outputs"]
+
+    (compare,) = outputs["3"]["deblur_compare"]
+    assert compare["labels"] == ["blurred", "sharp"]
+    with Image.open(sharp) as original:
+        size = original.size
+    for side in ("before", "after"):
+        image = compare[side]
+        assert image["type"] == "temp"
+        with Image.open(host.base / "temp" / image["subfolder"] / image["filename"]) as picture:
+            assert picture.size == size
+    with Image.open(host.base / "temp" / compare["after"]["subfolder"] / compare["after"]["filename"]) as picture, \
+            Image.open(sharp) as original:
+        assert np.array_equal(np.asarray(picture), np.asarray(original.convert("RGB"))), "the after image is the input, unchanged"
+    (kernels,) = outputs["4"]["deblur_kernels"]
+    assert kernels["size"] == 21 and kernels["grid"] == [2, 2] and kernels["shown"] == [2, 2]
+    _check_frontend_payloads(host, outputs["3"])
+    _check_frontend_payloads(host, outputs["4"])
+
+
+def _expected_size(host, prompt, node_id):
+    """(width, height) a SaveImage should write: its photo's size times the upscale factors upstream;
+    None if the graph does not say (several photos, or no photo)."""
+    photos, upscales, seen, frontier = set(), 0, set(), [node_id]
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = prompt[current]
+        if node["class_type"] == "LoadImage":
+            photos.add(node["inputs"]["image"])
+        upscales += node["class_type"] == "ImageUpscaleWithModel"
+        frontier += [v[0] for v in node["inputs"].values() if isinstance(v, list)]
+    if len(photos) != 1 or any(prompt[n]["class_type"] not in _SIZE_KEEPING | {"LoadImage", "SaveImage"} for n in seen):
+        return None
+    with Image.open(host.input_dir / photos.pop()) as picture:
+        width, height = picture.size
+    factor = UPSCALE_FACTOR ** upscales
+    return width * factor, height * factor
+
+
+# Nodes whose IMAGE output has its input's size (anything else on the path: size not checked).
+_SIZE_KEEPING = {"HIDiffLoader", "HIDiffDeblur", "HIDiffPrior", "HIDiffRestore", "SyntheticMotionBlur",
+                 "DeblurDiffLoader", "DeblurDiffSampler", "DeblurDiffEncode", "LKPNStep", "DeblurDiffDecode",
+                 "UpscaleModelLoader", "ImageUpscaleWithModel"}
+
+
+def _check_frontend_payloads(host, output):
+    """What our nodes send the frontend refers to files that exist and decodes to the sizes it states."""
+    for entry in output.get("deblur_compare", []):
+        for side in ("before", "after"):
+            image = entry[side]
+            path = host.base / image["type"] / image["subfolder"] / image["filename"]
+            with Image.open(path) as picture:
+                assert picture.format == "PNG"
+    for entry in output.get("deblur_kernels", []):
+        k, (rows, cols) = entry["size"], entry["shown"]
+        assert len(base64.b64decode(entry["data"])) == rows * cols * k * k
+        assert len(entry["peaks"]) == rows * cols

@@ -1,0 +1,59 @@
+"""Element-wise Adaptive Convolution (EAC): a different k×k kernel at every pixel of every group.
+
+The official implementation is a cupy CUDA kernel (``idynamic_forward_kernel``, from
+DemystifyLocalViT). For input ``x [N, C, H, W]`` and kernels ``[N, G·k·k, H, W]`` (viewed as
+``[N, G, k, k, H, W]``) it computes, with ``pad = (k-1)/2`` and channel ``c`` in group ``c // (C/G)``::
+
+    out[n, c, h, w] = Σ_{i,j} kernels[n, g·k·k + i·k + j, h, w] · x[n, c, h - pad + i, w - pad + j]
+
+over the taps that fall inside the image (zero padding). It is a correlation: tap ``(i, j)`` reads
+the pixel ``i - pad`` rows below and ``j - pad`` columns right of the output pixel. DeblurDiff uses
+k = 5, G = C = 4 (one kernel per latent channel) and adds ``x`` back (the LKPN residual).
+
+Two implementations that run on any device:
+
+* :func:`eac_reference` unfolds the k·k neighbourhoods and contracts them with the kernels
+  (plain, k² times the input in temporaries);
+* :func:`eac` accumulates k² shifted views of the padded input in place — no k² temporaries,
+  same arithmetic (the one the pipeline uses). A Triton kernel would save little more: the latent
+  has 4 channels, so EAC is a negligible part of a sampling step next to three UNets.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check(x: torch.Tensor, kernels: torch.Tensor, size: int) -> int:
+    n, c, h, w = x.shape
+    taps = size * size
+    if kernels.ndim != 4 or kernels.shape[0] != n or kernels.shape[2:] != (h, w) or kernels.shape[1] % taps:
+        raise ValueError(f"EAC: kernels {tuple(kernels.shape)} do not fit input {tuple(x.shape)} with {size}x{size} taps")
+    groups = kernels.shape[1] // taps
+    if c % groups:
+        raise ValueError(f"EAC: {c} channels cannot be split into {groups} kernel groups")
+    return groups
+
+
+def eac_reference(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """EAC through ``unfold``: neighbourhoods ``[N, C, k·k, H, W]`` times the group's kernels."""
+    groups = _check(x, kernels, size)
+    n, c, h, w = x.shape
+    patches = F.unfold(x, size, padding=(size - 1) // 2).view(n, c, size * size, h, w)
+    weights = kernels.view(n, groups, 1, size * size, h, w).expand(n, groups, c // groups, size * size, h, w)
+    return (patches * weights.reshape(n, c, size * size, h, w)).sum(2)
+
+
+def eac(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """EAC as k² shifted multiply-adds into one output buffer (memory: the padded input + output)."""
+    groups = _check(x, kernels, size)
+    n, c, h, w = x.shape
+    pad = (size - 1) // 2
+    padded = F.pad(x, (pad, pad, pad, pad))
+    weights = kernels.view(n, groups, 1, size * size, h, w)
+    out = torch.zeros_like(x).view(n, groups, c // groups, h, w)
+    for tap in range(size * size):
+        i, j = divmod(tap, size)
+        shifted = padded[:, :, i:i + h, j:j + w].reshape(n, groups, c // groups, h, w)
+        out.addcmul_(shifted, weights[:, :, :, tap])
+    return out.view(n, c, h, w)

@@ -1,0 +1,164 @@
+"""Finding, loading and saving DeblurDiff models.
+
+Two file layouts are accepted:
+
+* the official release: one ``model.pth``, the state dict of the official ``ControlLDM`` with keys
+  ``unet.`` (SD 2.1 UNet, LDM layout), ``controlnet.`` (DiffBIR ControlNet), ``kpn.unet.`` (the LKPN's
+  UNet; its EAC has no weights), ``vae.`` (LDM ``AutoencoderKL``) and ``clip.model.`` (OpenCLIP text
+  tower). It is read with ``torch.load(weights_only=True, mmap=True)``, split, renamed to the pack's
+  layout and adopted without copies;
+* the pack's ``.safetensors`` (``scripts/convert_deblurdiff.py``): keys ``unet.``, ``controlnet.``,
+  ``lkpn.unet.``, ``vae.`` (diffusers names) and ``text_encoder.`` (OpenCLIP names), with the
+  configuration in the metadata.
+
+Sizes always come from the tensors' shapes, so reduced models of the same architecture load too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import torch
+
+from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.state_dict import load_strict, sub_state
+from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
+from .model import PARTS, DeblurDiff, DeblurDiffConfig
+
+METHOD = "deblurdiff"
+OFFICIAL_PREFIXES = {"unet": "unet.", "controlnet": "controlnet.", "lkpn": "kpn.unet.", "vae": "vae.", "text_encoder": "clip.model."}
+PACK_PREFIXES = {"unet": "unet.", "controlnet": "controlnet.", "lkpn": "lkpn.unet.", "vae": "vae.", "text_encoder": "text_encoder."}
+# Byte strings that the pickle of an official model.pth contains (its key names).
+OFFICIAL_MARKERS = (b"kpn.unet.input_blocks", b"controlnet.zero_convs", b"clip.model.token_embedding")
+
+
+def split_parts(state: dict, prefixes: dict[str, str], source: str) -> dict[str, dict]:
+    parts = {name: sub_state(state, prefix) for name, prefix in prefixes.items()}
+    known = tuple(prefixes.values())
+    stray = [k for k in state if not k.startswith(known)]
+    if stray:
+        raise CheckpointError(source, f"has {len(stray)} entries that belong to no DeblurDiff part (e.g. {stray[0]!r}); "
+                                      f"expected keys starting with {', '.join(repr(p) for p in known)}")
+    missing = [f"{name} ({prefixes[name]!r})" for name, part in parts.items() if not part]
+    if missing:
+        raise CheckpointError(source, f"holds no weights for {', '.join(missing)}; is this DeblurDiff's model.pth?")
+    return parts
+
+
+def config_from_official(parts: dict[str, dict], source: str) -> DeblurDiffConfig:
+    config = DeblurDiffConfig(
+        unet=UNetConfig.from_ldm(parts["unet"], f"{source} [unet]"),
+        controlnet=UNetConfig.from_ldm(parts["controlnet"], f"{source} [controlnet]", control=True),
+        lkpn=UNetConfig.from_ldm(parts["lkpn"], f"{source} [kpn]"),
+        vae=VAEConfig.from_ldm(parts["vae"], f"{source} [vae]"),
+        text_encoder=TextEncoderConfig.from_state_dict(parts["text_encoder"], f"{source} [clip]"),
+    )
+    problems = config.problems()
+    if problems:
+        raise CheckpointError(source, "parts do not fit together: " + "; ".join(problems))
+    return config
+
+
+def official_to_pack(parts: dict[str, dict], config: DeblurDiffConfig, source: str) -> dict[str, dict]:
+    vae = config.vae
+    return {
+        "unet": unet_to_diffusers(parts["unet"], config.unet, f"{source} [unet]"),
+        "controlnet": unet_to_diffusers(parts["controlnet"], config.controlnet, f"{source} [controlnet]", control=True),
+        "lkpn": unet_to_diffusers(parts["lkpn"], config.lkpn, f"{source} [kpn]"),
+        "vae": vae_to_diffusers(parts["vae"], len(vae.channel_mult), vae.num_res_blocks, f"{source} [vae]"),
+        "text_encoder": dict(parts["text_encoder"]),
+    }
+
+
+def pack_to_official(states: dict[str, dict], config: DeblurDiffConfig) -> dict[str, torch.Tensor]:
+    """The official ``model.pth`` state dict for pack-layout part states (the inverse conversion)."""
+    vae = config.vae
+    parts = {
+        "unet": unet_to_ldm(states["unet"], config.unet),
+        "controlnet": unet_to_ldm(states["controlnet"], config.controlnet, control=True),
+        "lkpn": unet_to_ldm(states["lkpn"], config.lkpn),
+        "vae": vae_to_ldm(states["vae"], len(vae.channel_mult), vae.num_res_blocks),
+        "text_encoder": states["text_encoder"],
+    }
+    return {OFFICIAL_PREFIXES[name] + key: value for name, part in parts.items() for key, value in part.items()}
+
+
+def model_states(model: DeblurDiff) -> dict[str, dict]:
+    return {name: ({k[len("unet."):]: v for k, v in model.lkpn.state_dict().items()} if name == "lkpn"
+                   else model.part(name).state_dict()) for name in PARTS}
+
+
+def read_deblurdiff(path: str) -> tuple[DeblurDiffConfig, dict[str, dict], dict[str, str]]:
+    """The configuration, the pack-layout state of each part, and the file's metadata."""
+    path = os.fspath(path)
+    metadata = read_metadata(path)
+    if metadata.get("method") not in (None, METHOD):
+        raise CheckpointError(path, f"is a {metadata['method']!r} model, not a DeblurDiff one")
+    state = read_state_dict(path, mmap=True)
+    if metadata.get("method") == METHOD:
+        states = split_parts(state, PACK_PREFIXES, path)
+        try:
+            config = DeblurDiffConfig.from_dict(json.loads(metadata["config"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(path, f"its DeblurDiff metadata is unreadable ({error}); convert the official model.pth again") from None
+        return config, states, metadata
+    parts = split_parts(state, OFFICIAL_PREFIXES, path)
+    config = config_from_official(parts, path)
+    return config, official_to_pack(parts, config, path), metadata
+
+
+def load_deblurdiff(path: str, dtype: torch.dtype = torch.float32) -> DeblurDiff:
+    """Build a DeblurDiff from the official ``model.pth`` or a pack ``.safetensors``, strictly, sizes
+    from shapes, on the CPU in ``dtype``. Networks are created on the meta device and adopt the
+    file's tensors, so loading needs no second copy of the weights (beyond the dtype conversion)."""
+    config, states, _ = read_deblurdiff(path)
+    model = DeblurDiff(config, device="meta")
+    for name in PARTS:
+        module = model.lkpn.unet if name == "lkpn" else model.part(name)
+        load_strict(module, states[name], f"{path} [{name}]", assign=True)
+    return model.to(dtype=dtype).eval().requires_grad_(False)
+
+
+def save_deblurdiff(model: DeblurDiff, path: str, source: str = "", dtype: torch.dtype = torch.float32) -> None:
+    """Write the pack's single-file format (all parts in ``dtype``, configuration in the metadata)."""
+    from safetensors.torch import save_file
+
+    tensors = {PACK_PREFIXES[name] + key: value.detach().to("cpu", dtype).contiguous()
+               for name, state in model_states(model).items() for key, value in state.items()}
+    metadata = {"method": METHOD, "format_version": "1", "source": source, "config": json.dumps(model.config.to_dict())}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata=metadata)
+
+
+def is_deblurdiff_file(path: str) -> bool:
+    """A pack ``.safetensors`` of DeblurDiff, or a pickle whose key names are the official model's
+    (found in its ``data.pkl`` without loading any tensor)."""
+    lower = path.lower()
+    try:
+        if lower.endswith((".safetensors", ".sft")):
+            return read_metadata(path).get("method") == METHOD
+        if lower.endswith((".pth", ".pt", ".ckpt")) and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return False
+                data = archive.read(name)
+            return all(marker in data for marker in OFFICIAL_MARKERS)
+    except (CheckpointError, OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def find_deblurdiff_models(root: str) -> list[str]:
+    """Names (relative to ``root``, '/'-separated) of the DeblurDiff models under it, sorted."""
+    found = []
+    if not os.path.isdir(root):
+        return found
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = os.path.join(folder, name)
+            if is_deblurdiff_file(path):
+                found.append(os.path.relpath(path, root).replace(os.sep, "/"))
+    return sorted(found, key=str.lower)

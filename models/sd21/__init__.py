@@ -1,0 +1,30 @@
+"""Stable Diffusion 2.x building blocks shared by the SD-based methods (DeblurDiff, FideDiff, OSDD).
+
+* :mod:`.unet` — the denoising UNet and DiffBIR's ControlNet on diffusers' classes, sizes read from
+  original-layout checkpoints, optional windowed attention (DeblurDiff);
+* :mod:`.convert` — original (LDM / DiffBIR) ↔ diffusers key names, both ways;
+* :mod:`.vae` — the KL-f8 autoencoder with seeded posterior sampling and tiled encode/decode;
+* :mod:`.text_encoder`, :mod:`.tokenizer` — OpenCLIP ViT-H text tower (penultimate layer) and its
+  offline BPE tokenizer;
+* :mod:`.sampler` — the DDPM schedule, DiffBIR's spaced sampler, guidance, "better start";
+* :mod:`.tiles` — DiffBIR's sliding tiles with Gaussian blending.
+
+Nothing here downloads anything; diffusers is used for its model classes only.
+"""
+from .unet import HEAD_CHANNELS, HintControlNet, UNetConfig, build_unet, controlled_unet, set_attention_windows, window_starts
+from .convert import unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
+from .vae import AutoencoderKL, VAEConfig
+from .text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
+from .tokenizer import CLIPTokenizer, default_tokenizer
+from .sampler import DDPMSchedule, SpacedSampler, guided, low_frequency, spaced_timesteps
+from .tiles import gaussian_weights, sliding_tiles, tiled_prediction
+
+LATENT_SCALE = 0.18215  # SD 2.x: autoencoder latents × this = diffusion latents
+
+__all__ = [
+    "HEAD_CHANNELS", "HintControlNet", "UNetConfig", "build_unet", "controlled_unet", "set_attention_windows",
+    "window_starts", "unet_to_diffusers", "unet_to_ldm", "vae_to_diffusers", "vae_to_ldm", "AutoencoderKL",
+    "VAEConfig", "OpenCLIPTextEncoder", "TextEncoderConfig", "CLIPTokenizer", "default_tokenizer", "DDPMSchedule",
+    "SpacedSampler", "guided", "low_frequency", "spaced_timesteps", "gaussian_weights", "sliding_tiles",
+    "tiled_prediction", "LATENT_SCALE",
+]

@@ -1,0 +1,85 @@
+"""What the frontend shows on a loader that finds no model: which files go in which folder.
+
+Served as JSON at ``/deblur/weights`` (the rows of the README's weights table, with the model folders
+this ComfyUI really searches), and the README itself at ``/deblur/readme`` so the node can link to
+its weights section offline and for the installed version.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+
+from . import host
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+WEIGHTS_ROUTE = "/deblur/weights"
+README_ROUTE = "/deblur/readme"
+README_SECTION = "weights"
+
+HIDIFF_FILES = ["net_g.pth", "net_le_dm.pth", "net_d.pth"]
+# Loader node type → the models it can load (the README's weights table, same order).
+LOADERS = {
+    "HIDiffLoader": {
+        "method": "HI-Diff",
+        "widget": "model_name",
+        "alternative": "or one .safetensors merged by scripts/convert_hidiff.py",
+        "models": [
+            {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
+             "url": "https://drive.google.com/file/d/1cx0vCV5Z5fklnbqonZQad37vt4armEbT/view?usp=drive_link"},
+            {"name": "HI-Diff RealBlur-J", "folder": "HI_Diff_RealBlur_J", "files": HIDIFF_FILES,
+             "url": "https://drive.google.com/file/d/1zdAOurzjAONRmLuPmSi0nppyqT2ORIRg/view?usp=drive_link"},
+            {"name": "HI-Diff RealBlur-R", "folder": "HI_Diff_RealBlur_R", "files": HIDIFF_FILES,
+             "url": "https://drive.google.com/file/d/1inQwZ6SJIHYyZoQo702Mv4upjvgg3kFA/view?usp=drive_link"},
+        ],
+    },
+    "DeblurDiffLoader": {
+        "method": "DeblurDiff",
+        "widget": "model_name",
+        "alternative": "or one .safetensors made by scripts/convert_deblurdiff.py",
+        "models": [
+            {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
+             "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
+        ],
+    },
+}
+
+
+def weights_help() -> dict:
+    return {
+        "model_folders": host.model_dirs(),
+        "folder_name": host.MODEL_FOLDER,
+        "readme": f"{README_ROUTE}#{README_SECTION}",
+        "loaders": LOADERS,
+    }
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def readme_html(text: str) -> str:
+    """The README as preformatted text with an anchor at every heading (no Markdown renderer needed)."""
+    lines = []
+    for line in text.splitlines():
+        heading = re.match(r"#{1,6} (.+)", line)
+        escaped = html.escape(line)
+        lines.append(f'<a id="{html.escape(slug(heading[1]))}"></a>{escaped}' if heading else escaped)
+    body = "\n".join(lines)
+    return ("<!doctype html><meta charset='utf-8'><title>Diffusion Deblur: README</title>"
+            "<style>body{font:14px/1.5 system-ui,sans-serif;margin:2em;max-width:110ch}"
+            "pre{white-space:pre-wrap}</style><pre>" + body + "</pre>")
+
+
+def _serve_readme():
+    try:
+        with open(README, encoding="utf-8") as handle:
+            return readme_html(handle.read()), "text/html"
+    except OSError:
+        return "README.md is missing from this installation.", "text/plain"
+
+
+host.add_get_route(WEIGHTS_ROUTE, lambda: (json.dumps(weights_help()), "application/json"))
+host.add_get_route(README_ROUTE, _serve_readme)

@@ -1,0 +1,80 @@
+"""Shared by the command-line tools: picking a device, resolving a model name, measuring memory."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from _pack import pack_module
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda asked for but CUDA is not available in this torch")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_model(name: str | None) -> tuple[str, str]:
+    """(display name, path) of a pack model: None or 'default' → the bundled model; an existing path;
+    or a name listed in the model folders (``COMFYUI_DEBLUR_MODELS``)."""
+    default = pack_module("models.hidiff.default_model")
+    if name in (None, "", "default", default.DEFAULT_NAME):
+        if not default.default_available():
+            raise SystemExit(f"error: the bundled default model is missing ({default.DEFAULT_PATH}); name a model with --model")
+        return default.DEFAULT_NAME, default.DEFAULT_PATH
+    if os.path.exists(name):
+        return os.path.basename(os.path.normpath(name)), name
+    host = pack_module("nodes.host")
+    try:
+        return name, host.resolve_model(name)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def load_model(path: str, device: torch.device, precision: str = "fp32"):
+    hidiff = pack_module("models.hidiff")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return hidiff.load_hidiff(path).set_precision(dtype).to(device).eval()
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocations on a GPU, else the process's resident high-water mark
+    (Linux: reset through /proc/self/clear_refs; elsewhere the peak since start)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            pass
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        try:
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    @property
+    def label(self) -> str:
+        return "peak CUDA MiB" if self.device.type == "cuda" else "peak RSS MiB"

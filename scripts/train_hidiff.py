@@ -1,0 +1,180 @@
+"""Train HI-Diff (both stages, as the paper) and write the pack's .safetensors.
+
+Data: ``--paired DIR`` (GoPro/RealBlur layout: DIR/input, DIR/target) or ``--sharp DIR`` (sharp images;
+blurry versions are synthesised on the fly with seeded camera-shake kernels).
+
+    python scripts/train_hidiff.py --sharp photos/ --run runs/mine --preset compact --iters 2000 1000
+    python scripts/train_hidiff.py --paired GoPro/train --run runs/gopro --preset gopro --device cuda --amp bf16
+    python scripts/train_hidiff.py --run runs/mine --resume ...   # continue after an interruption
+
+The run folder gets checkpoint.safetensors + training_state.pt (resumable), loss_log.csv, and at the
+end the model (``--output``, default RUN/model.safetensors) for models/deblur/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from _cli import pick_device
+from _pack import pack_module
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--paired", help="folder with input/ and target/ (GoPro, RealBlur)")
+    data.add_argument("--sharp", help="folder of sharp images; blur is synthesised on the fly")
+    p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
+    p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    p.add_argument("--preset", default="compact", help="model size: compact (default), tiny, gopro")
+    p.add_argument("--size-json", help="model size as JSON (fields of models.hidiff.training.ModelSize), overrides --preset")
+    p.add_argument("--iters", type=int, nargs=2, default=(2000, 1000), metavar=("STAGE1", "STAGE2"))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=64, help="training crop size (multiple of 8)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"), help="mixed precision (fp16: CUDA only)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=10)
+    blur = p.add_argument_group("synthetic blur (--sharp)")
+    blur.add_argument("--kind", default="camera_shake", choices=("camera_shake", "linear"))
+    blur.add_argument("--kernel-size", type=int, default=21)
+    blur.add_argument("--intensity", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN", "MAX"))
+    blur.add_argument("--noise", type=float, nargs=2, default=(0.0, 0.01), metavar=("MIN", "MAX"))
+    blur.add_argument("--gamma", type=float, default=2.2, help="camera response: blur in linear light")
+    blur.add_argument("--jpeg", type=int, default=0, help="JPEG quality after blurring (0: off)")
+    blur.add_argument("--regions", type=int, default=1, help="spatially varying blur grid")
+    blur.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.0), metavar=("MIN", "MAX"),
+                      help="random zoom of the source images per patch")
+    val = p.add_argument_group("validation")
+    val.add_argument("--val", help="held-out folder: sharp images (synthetic, fixed seed) or input/+target/")
+    val.add_argument("--val-every", type=int, default=0)
+    val.add_argument("--val-count", type=int, default=6, help="images used for validation")
+    val.add_argument("--val-crop", type=int, default=128)
+    p.add_argument("--notes", default="", help="free text stored in the model's metadata")
+    return p.parse_args(argv)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def make_validation(args, blur, metrics, hidiff):
+    """A function (model, stage) → mean PSNR on fixed held-out crops; stage one uses the sharp-aware
+    prior (as the official stage-one validation), stage two the full inference."""
+    if args.val is None:
+        return None
+    datasets = blur.datasets
+    padding = pack_module("models.common.padding")
+    if os.path.isdir(os.path.join(args.val, "input")) or os.path.isdir(os.path.join(args.val, "blur")):
+        folder = datasets.PairedFolder(args.val)
+        pairs = [folder[i] for i in range(min(len(folder), args.val_count))]
+        pairs = [datasets.Pair(p.name, *[x[:, :args.val_crop, :args.val_crop] for x in (p.blurry, p.sharp)]) for p in pairs]
+    else:
+        pairs = list(datasets.synthetic_pairs(datasets.SharpFolder(args.val), settings_from(args, blur), seed=12345, crop=args.val_crop))
+        pairs = pairs[:args.val_count]
+
+    @torch.no_grad()
+    def validate(model, stage):
+        model.eval()
+        scores = []
+        for index, pair in enumerate(pairs):
+            device = next(model.parameters()).device
+            blurry, sharp = pair.blurry[None].to(device), pair.sharp[None].to(device)
+            if stage == 1:
+                restored = model.restore(blurry, model.net_le(*(padding.pad_to_multiple(x, 8)[0] for x in (blurry, sharp))))
+            else:
+                restored = model(blurry, model.initial_noise(1, index).to(device))
+            scores.append(float(metrics.psnr(metrics.to_8bit(restored.cpu()), metrics.to_8bit(sharp.cpu()))[0]))
+        model.train()
+        return sum(scores) / len(scores)
+
+    return validate
+
+
+def settings_from(args, blur):
+    return blur.BlurSettings(kind=args.kind, kernel_size=args.kernel_size, intensity=tuple(args.intensity),
+                             noise=tuple(args.noise), gamma=args.gamma, jpeg_quality=args.jpeg, grid=args.regions)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    hidiff = pack_module("models.hidiff")
+    training = pack_module("models.hidiff.training")
+    blur = pack_module("models.blur")
+    pack_module("models.blur.datasets")
+    metrics = pack_module("models.common.metrics")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.patch % 8:
+        print("error: --patch must be a multiple of 8", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    datasets = blur.datasets
+    if args.sharp:
+        settings = settings_from(args, blur)
+        source = datasets.SharpFolder(args.sharp)
+        sampler = datasets.PatchSampler(source, args.patch, args.batch, args.seed + 1, settings, tuple(args.scale))
+        data = f"{len(source)} sharp images from {args.sharp}, synthetic blur {json.dumps(settings.to_dict())}, zoom {args.scale}"
+    else:
+        source = datasets.PairedFolder(args.paired)
+        sampler = datasets.PatchSampler(source, args.patch, args.batch, args.seed + 1)
+        data = f"{len(source)} pairs from {args.paired}"
+    checkpoint = os.path.join(args.run, training.CHECKPOINT)
+    if args.resume and os.path.exists(checkpoint):
+        model = hidiff.load_hidiff(checkpoint)
+    else:
+        if args.resume:
+            print(f"note: nothing to resume in {args.run}; starting a new run", file=sys.stderr)
+        size = training.ModelSize(**json.loads(args.size_json)) if args.size_json else training.PRESETS[args.preset]
+        model = training.build_model(size)
+    config = training.TrainConfig(iterations=tuple(args.iters), lr=args.lr, amp=args.amp, seed=args.seed,
+                                  checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_every=args.val_every)
+    metadata = {"data": data, "patch": args.patch, "batch": args.batch, "device": str(device), "hardware": hardware(device),
+                "torch": torch.__version__, "notes": args.notes}
+    trainer = training.Trainer(model, sampler.next_batch, config, args.run, device, (sampler.state, sampler.set_state),
+                               make_validation(args, blur, metrics, hidiff), metadata)
+    if args.resume and os.path.exists(checkpoint):
+        trainer.load()
+        print(f"resumed at stage {trainer.stage}, iteration {trainer.iteration}", file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    total = sum(config.iterations)
+    done = (config.iterations[0] if trainer.stage == 2 else 0) + trainer.iteration
+    bar = tqdm(total=total, initial=min(done, total), desc="HI-Diff training", disable=os.environ.get("DEBLUR_NO_PROGRESS") == "1")
+
+    def progress(stage, losses):
+        bar.update(1)
+        bar.set_postfix(stage=stage, l_pix=f"{losses['l_pix']:.4f}", **({"l_prior": f"{losses['l_prior']:.4f}"} if "l_prior" in losses else {}))
+
+    started = time.time()
+    try:
+        trainer.run(progress)
+    except KeyboardInterrupt:
+        trainer.save()
+        print(f"\ninterrupted; checkpoint saved in {args.run} (continue with --resume)", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    output = args.output or os.path.join(args.run, "model.safetensors")
+    trainer.export(output)
+    print(f"wrote {output} ({os.path.getsize(output) / 1e6:.2f} MB) after {time.time() - started:.0f} s "
+          f"({trainer.elapsed:.0f} s of training steps in total); log: {os.path.join(args.run, training.LOG)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+// Drives ComfyUI's web UI in the system's headless Chromium (playwright-core, no browser download):
+// checks the pack's extension registered, loads every bundled workflow through the Templates API,
+// looks for missing node types and console errors, runs workflows with the Run button, exercises
+// the before/after viewer, the kernel preview and the missing-model panel, and saves screenshots.
+//
+//   node browser_check.mjs config.json     (written by test_browser.py; results go to config.result)
+//
+// Every request that is not to the local ComfyUI is refused inside the browser, and Chromium gets a
+// dead proxy for anything else, so nothing leaves the machine.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const origin = new URL(config.url).origin;
+const result = { extension: null, templates: {}, runs: [], panel: null,
+  console_errors: [], page_errors: [], failed_responses: [], blocked_requests: [], host_noise: [], screenshots: [], failures: [], frontend_version: null };
+const fail = (message) => result.failures.push(message);
+const shot = async (page, name, clip) => {
+  const path = join(config.screenshots, `${name}.png`);
+  await page.screenshot({ path, clip });
+  result.screenshots.push(path);
+};
+
+const SETTINGS = { "Comfy.TutorialCompleted": true, "Comfy.Canvas.NavigationMode": "custom",
+  "Comfy.Minimap.Visible": false, "Comfy.Graph.CanvasInfo": false };
+mkdirSync(config.screenshots, { recursive: true });
+// A returning user: no templates dialog on first load; no minimap or canvas statistics in the
+// screenshots. Navigation mode "custom": with the default
+// ("legacy") frontend 1.27.10 throws at every start-up (the setting's onChange sets two settings that
+// are not registered yet: "Cannot read properties of undefined (reading 'id')"), an error of the host
+// that would hide ours.
+for (const [id, value] of Object.entries(SETTINGS)) {
+  await fetch(`${config.url}/api/settings/${id}`, { method: "POST", body: JSON.stringify(value) });
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), "deblur-chromium-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: config.chromium,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1;localhost;[::1]"],
+  viewport: { width: config.width ?? 1600, height: config.height ?? 1000 },
+  deviceScaleFactor: 1,
+});
+await context.route("**/*", (route) => {
+  const url = route.request().url();
+  if (url.startsWith(origin) || url.startsWith("data:") || url.startsWith("blob:")) return route.continue();
+  result.blocked_requests.push(url);
+  return route.abort("blockedbyclient");
+});
+
+const page = context.pages()[0] ?? (await context.newPage());
+// The frontend's index.html links a stylesheet at the web root (user.css) that ComfyUI does not serve:
+// every ComfyUI 0.3.64 page logs that 404, with or without any custom node.
+const HOST_NOISE = [`${origin}/user.css`];
+page.on("console", (message) => {
+  if (message.type() !== "error") return;
+  const text = message.text();
+  const source = message.location()?.url ?? "";
+  if (HOST_NOISE.includes(source) && /status of 404/.test(text)) {
+    result.host_noise.push(`${text} (${source})`);
+    return;
+  }
+  // A request we refused above (always to another host) is logged as a failed resource.
+  const refused = /net::ERR_BLOCKED_BY_CLIENT/.test(text);
+  (refused ? result.blocked_requests : result.console_errors).push(refused ? `console: ${text}` : text);
+});
+page.on("pageerror", (error) => result.page_errors.push(String(error?.stack ?? error)));
+page.on("response", (response) => {
+  if (response.status() >= 400) result.failed_responses.push(`${response.status()} ${response.request().method()} ${response.url()}`);
+});
+
+try {
+  await page.goto(config.url, { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => {
+    const app = window.comfyAPI?.app?.app;
+    return app?.graph && app?.canvas && app.vueAppReady !== false && document.querySelector("canvas");
+  }, null, { timeout: 120_000 });
+  await page.waitForTimeout(1500);
+  result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+
+  // 1. our extension registered
+  result.extension = await page.evaluate((name) => {
+    const app = window.comfyAPI.app.app;
+    return app.extensions.some((extension) => extension.name === name);
+  }, config.extension);
+  if (!result.extension) fail(`extension ${config.extension} is not registered`);
+
+  // capture what each load reports as missing
+  await page.evaluate(() => {
+    window.__deblurMissing = [];
+    window.comfyAPI.app.app.registerExtension({
+      name: "deblur-browser-test.capture",
+      afterConfigureGraph(missing) {
+        window.__deblurMissing.push(...(missing ?? []).map((m) => (typeof m === "string" ? m : m.type)));
+      },
+    });
+  });
+
+  // 2. every bundled workflow through the Templates API (what the Templates menu calls)
+  const listed = await page.evaluate(async (pack) => {
+    const { api } = window.comfyAPI.api;
+    return (await api.getWorkflowTemplates())[pack] ?? [];
+  }, config.pack);
+  for (const name of config.workflows) {
+    if (!listed.includes(name)) {
+      fail(`workflow ${name} is not in the Templates list (${listed.join(", ")})`);
+      continue;
+    }
+    const report = await page.evaluate(async ({ pack, name }) => {
+      const { app } = window.comfyAPI.app;
+      const { api } = window.comfyAPI.api;
+      window.__deblurMissing = [];
+      const json = await (await fetch(api.apiURL(`/workflow_templates/${pack}/${name}.json`))).json();
+      await app.loadGraphData(json, true, true, name);
+      await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 300)));
+      const nodes = app.graph.nodes;
+      const ours = nodes.filter((n) => String(n.constructor?.nodeData?.category ?? "").startsWith("deblur/"));
+      return {
+        nodes: nodes.length,
+        missing: [...window.__deblurMissing],
+        unregistered: nodes.filter((n) => !n.constructor?.nodeData).map((n) => n.type),
+        styled: ours.filter((n) => n.color && n.badges?.some((b) => b.deblurBadge)).length,
+        ours: ours.length,
+        errors: nodes.filter((n) => n.has_errors).map((n) => n.type),
+      };
+    }, { pack: config.pack, name });
+    result.templates[name] = report;
+    if (report.missing.length || report.unregistered.length) fail(`${name}: missing node types ${[...report.missing, ...report.unregistered]}`);
+    if (report.styled !== report.ours) fail(`${name}: ${report.ours - report.styled} of our nodes lack the method colour/badge`);
+    await page.mouse.move(5, 995);
+    await shot(page, `workflow_${name}`);
+  }
+
+  // 3.-5. run workflows from the UI (load, press Run, wait for the server), then use what they show:
+  // the before/after viewer (drag the split, double-click for 1:1) and kernel previews.
+  result.runs = [];
+  for (const run of config.runs) {
+    result.runs.push(await runWorkflow(page, run));
+  }
+
+  // 6. a loader asked for a model that is not there explains where it goes
+  if (config.missing_model) {
+    const { workflow, node_type, widget_index, value } = config.missing_model;
+    await page.evaluate(async ({ pack, workflow, nodeType, widgetIndex, value }) => {
+      const { app } = window.comfyAPI.app;
+      const { api } = window.comfyAPI.api;
+      const json = await (await fetch(api.apiURL(`/workflow_templates/${pack}/${workflow}.json`))).json();
+      json.nodes.find((n) => n.type === nodeType).widgets_values[widgetIndex] = value;
+      await app.loadGraphData(json, true, true, `${workflow} (missing model)`, { showMissingModelsDialog: false });
+    }, { pack: config.pack, workflow, nodeType: node_type, widgetIndex: widget_index, value });
+    const panel = page.locator(".deblur-missing-model").first();
+    await panel.waitFor({ state: "visible", timeout: 10_000 }).catch(() => {});
+    if (await panel.count()) {
+      result.panel = { text: await panel.innerText(), links: await panel.locator("a").evaluateAll((as) => as.map((a) => a.href)) };
+      const box = await page.evaluate((nodeType) => {
+        const app = window.comfyAPI.app.app;
+        const node = app.graph.nodes.find((n) => n.type === nodeType);
+        const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - 60]);
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        return { x: rect.left + x, y: rect.top + y, width: node.size[0] * app.canvas.ds.scale, height: (node.size[1] + 70) * app.canvas.ds.scale };
+      }, node_type);
+      await page.mouse.move(5, 995);
+      await shot(page, "missing_weights", padded(box, 12));
+      if (!result.panel.text.includes(value)) fail("the missing-model panel does not name the missing model");
+      if (!result.panel.links.some((href) => href.includes("/deblur/readme#weights"))) fail("the missing-model panel does not link to the README");
+    } else fail("no missing-model panel on a loader whose model is absent");
+  }
+} catch (error) {
+  fail(`browser check stopped: ${error?.stack ?? error}`);
+  await page.screenshot({ path: join(config.screenshots, "failure.png") }).catch(() => {});
+} finally {
+  if (result.console_errors.length) fail(`console errors: ${result.console_errors.join(" | ")}`);
+  if (result.page_errors.length) fail(`page errors: ${result.page_errors.join(" | ")}`);
+  writeFileSync(config.result, JSON.stringify(result, null, 2));
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+
+async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect_kernels: expectKernels }) {
+  const report = { workflow, viewer: null, kernels: null };
+  await page.evaluate(async ({ pack, name }) => {
+    const { app } = window.comfyAPI.app;
+    const { api } = window.comfyAPI.api;
+    const json = await (await fetch(api.apiURL(`/workflow_templates/${pack}/${name}.json`))).json();
+    await app.loadGraphData(json, true, true, name);
+    window.__deblurRun = { done: false, error: null, executed: [] };
+    if (!window.__deblurListening) {
+      window.__deblurListening = true;
+      api.addEventListener("executed", ({ detail }) => window.__deblurRun.executed.push(String(detail.display_node ?? detail.node)));
+      api.addEventListener("execution_success", () => { window.__deblurRun.done = true; });
+      api.addEventListener("execution_error", ({ detail }) => {
+        window.__deblurRun.done = true;
+        window.__deblurRun.error = `${detail.node_type}: ${detail.exception_message}`;
+      });
+    }
+  }, { pack: config.pack, name: workflow });
+  const started = Date.now();
+  const runButton = page.locator('[data-testid="queue-button"]').first();
+  report.via_button = (await runButton.count()) > 0;
+  if (report.via_button) await runButton.click();
+  else await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0, 1));
+  await page.waitForFunction(() => window.__deblurRun.done, null, { timeout: config.run_timeout_ms ?? 600_000 });
+  Object.assign(report, { seconds: (Date.now() - started) / 1000 }, await page.evaluate(() => window.__deblurRun));
+  if (report.error) fail(`running ${workflow}: ${report.error}`);
+  await page.waitForTimeout(1500);
+  await page.mouse.move(5, 995);
+  await shot(page, `ran_${workflow}`);
+
+  const viewerBox = await page.locator(".deblur-compare canvas").first().boundingBox().catch(() => null);
+  if (viewerBox) {
+    const y = viewerBox.y + viewerBox.height / 2;
+    await page.mouse.move(viewerBox.x + viewerBox.width * 0.5, y);
+    await page.mouse.down();
+    await page.mouse.move(viewerBox.x + viewerBox.width * 0.3, y, { steps: 5 });
+    await page.mouse.up();
+    const state = await page.evaluate(() => {
+      const node = window.comfyAPI.app.app.graph.nodes.find((n) => n.deblurCompare);
+      const view = node.deblurCompare.view;
+      return { id: node.id, size: view.size, labels: view.labels, split_after_drag: view.split };
+    });
+    await shot(page, `compare_${workflow}`, padded(viewerBox, 8));
+    await page.mouse.dblclick(viewerBox.x + viewerBox.width * 0.6, viewerBox.y + viewerBox.height * 0.45);
+    await page.waitForTimeout(200);
+    state.zoom = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.find((n) => n.deblurCompare).deblurCompare.view.zoom);
+    await shot(page, `compare_${workflow}_zoom`, padded(viewerBox, 8));
+    await page.mouse.dblclick(viewerBox.x + viewerBox.width * 0.6, viewerBox.y + viewerBox.height * 0.45);
+    report.viewer = state;
+    if (!state.size) fail(`${workflow}: the before/after viewer shows no images after the run`);
+    if (!(Math.abs(state.split_after_drag - 0.3) < 0.05)) fail(`${workflow}: dragging the split line left it at ${state.split_after_drag}`);
+    if (!state.zoom) fail(`${workflow}: double-click did not zoom the viewer to 1:1`);
+  } else if (expectViewer) fail(`${workflow}: no before/after viewer on the page after the run`);
+
+  const kernelBoxes = await page.locator(".deblur-kernels canvas").evaluateAll((canvases) => canvases.map((c) => {
+    const r = c.getBoundingClientRect();
+    return { x: r.x, y: r.y, width: r.width, height: r.height };
+  }));
+  if (kernelBoxes.length) {
+    report.kernels = await page.evaluate(() => window.comfyAPI.app.app.graph.nodes.filter((n) => n.deblurKernels?.decoded)
+      .map((n) => ({ type: n.type, kernels: n.deblurKernels.decoded.map((d) => ({ size: d.size, grid: d.grid, shown: d.shown })) })));
+    for (const [i, box] of kernelBoxes.entries()) await shot(page, `kernels_${workflow}${i ? `_${i}` : ""}`, padded(box, 8));
+  } else if (expectKernels) fail(`${workflow}: no kernel preview on the page after the run`);
+  return report;
+}
+
+function padded(box, pad) {
+  return { x: Math.max(0, box.x - pad), y: Math.max(0, box.y - pad), width: box.width + 2 * pad, height: box.height + 2 * pad };
+}
