@@ -88,12 +88,11 @@ def read(path: str):
 
 def write(rgb: torch.Tensor, mode: str, alpha, path: str) -> None:
     array = (rgb[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    if mode in ("L", "LA", "I", "I;16", "1", "P") and alpha is None and mode != "P":
-        image = Image.fromarray(array).convert("L")
-    else:
-        image = Image.fromarray(array)
-        if alpha is not None:
-            image.putalpha(Image.fromarray(alpha))
+    image = Image.fromarray(array)
+    if mode in ("L", "LA", "I", "I;16", "1"):  # grey in, grey out
+        image = image.convert("L")
+    if alpha is not None:
+        image.putalpha(Image.fromarray(alpha))
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     image.save(path)
 

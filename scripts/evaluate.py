@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--tile", type=int, default=0, help="tile size for the models (0: whole image)")
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--model-seed", type=int, default=100, help="seed of HI-Diff's prior noise")
-    p.add_argument("--sheet-rows", type=int, default=6)
+    p.add_argument("--sheet-rows", type=int, default=6, help="images shown in the contact sheet")
+    p.add_argument("--sheet-names", nargs="*", default=None, help="show these images (file names) instead of the first ones")
     p.add_argument("--sheet-height", type=int, default=192)
     p.add_argument("--save-images", action="store_true", help="also write every restored image")
     blur = p.add_argument_group("synthetic set (--sharp)")
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
             if args.save_images and method.name != "blurry":
                 safe = method.name.replace("/", "_").replace(" ", "_")
                 image_io.save_png(restored[0], os.path.join(args.out, "images", safe, os.path.splitext(pair.name)[0] + ".png"))
-        if index < args.sheet_rows:
+        shown = pair.name in args.sheet_names if args.sheet_names else index < args.sheet_rows
+        if shown:
             sheet.append(outputs + [("sharp", pair.sharp, None)])
     write_outputs(args, methods, rows, sheet, memory.label, visual, metrics)
     return 0

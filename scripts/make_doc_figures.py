@@ -9,7 +9,8 @@ test checks that ComfyUI saves exactly what these nodes compute) on:
 * the real motion-blurred clock (no sharp original exists, so no PSNR), and
 * the synthetically blurred cat, measured against its sharp original with Deblur Metrics;
 
-and draws the synthetic example's kernel with Blur Kernel Preview. Prints a Markdown table.
+and draws the synthetic example's kernel with Blur Kernel Preview. Prints the README section
+(a table and the figures); ``--write-docs`` also puts it into docs/frontend.md.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from _pack import ROOT, pack_module
 os.environ.setdefault("DEBLUR_NO_PROGRESS", "1")
 
 EXAMPLES = os.path.join(ROOT, "example_images")
+START_MARK, END_MARK = "<!-- results: start -->", "<!-- results: end -->"
 SYNTHETIC_SETTINGS = {"seed": 7, "intensity": 0.5, "kernel_size": 31, "noise": 0.0, "kind": "camera_shake"}  # scripts/make_example_images.py
 
 
@@ -48,6 +50,7 @@ def main():
     parser.add_argument("--model", required=True, help="HI-Diff release folder or .safetensors")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "images"))
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--write-docs", action="store_true", help="put the results into docs/frontend.md (with --out docs/images)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     hidiff = pack_module("nodes.hidiff")
@@ -87,12 +90,39 @@ def main():
 
     with open(os.path.join(args.out, "doc_figures.json"), "w", encoding="utf-8") as handle:
         json.dump(figures, handle, indent=2)
-    cat = figures["cat"]
-    print(f"| photo | blurry PSNR / SSIM | {figures['model']} PSNR / SSIM | CPU seconds |")
-    print("|---|---|---|---|")
-    print(f"| synthetic (cat, {cat['size'][1]}×{cat['size'][0]}) | {cat['psnr_blurry']:.2f} dB / {cat['ssim_blurry']:.4f} "
-          f"| {cat['psnr_restored']:.2f} dB / {cat['ssim_restored']:.4f} | {cat['seconds']} |")
-    print(f"| real (clock, {figures['clock']['size'][1]}×{figures['clock']['size'][0]}) | no sharp original | — | {figures['clock']['seconds']} |")
+    section = results_section(figures)
+    print(section)
+    if args.write_docs:
+        write_section(section)
+
+
+def results_section(figures: dict) -> str:
+    cat, clock = figures["cat"], figures["clock"]
+    return "\n".join([
+        f"Model `{figures['model']}`, seed {figures['seed']}, untiled, fp32, on the CPU "
+        f"(`scripts/make_doc_figures.py`, the nodes the workflows run):",
+        "",
+        "| photo | blurry: PSNR / SSIM | restored: PSNR / SSIM | seconds |",
+        "|---|---|---|---|",
+        f"| synthetic blur (cat, {cat['size'][1]}×{cat['size'][0]}) | {cat['psnr_blurry']:.2f} dB / {cat['ssim_blurry']:.4f} "
+        f"| {cat['psnr_restored']:.2f} dB / {cat['ssim_restored']:.4f} | {cat['seconds']} |",
+        f"| real blur (clock, {clock['size'][1]}×{clock['size'][0]}) | no sharp original exists | — | {clock['seconds']} |",
+        "",
+        "![Synthetic blur: blurred, restored, sharp original](images/before_after_synthetic_cat.png)",
+        "",
+        "![Its kernel, drawn by Blur Kernel Preview](images/kernel_synthetic_cat.png)",
+        "",
+        "![Real blur: the clock photo, restored](images/before_after_real_clock.png)",
+    ])
+
+
+def write_section(section: str, doc: str = os.path.join(ROOT, "docs", "frontend.md")) -> None:
+    """Replace the text between the results markers of docs/frontend.md."""
+    with open(doc, encoding="utf-8") as handle:
+        text = handle.read()
+    start, end = text.index(START_MARK) + len(START_MARK), text.index(END_MARK)
+    with open(doc, "w", encoding="utf-8") as handle:
+        handle.write(text[:start] + "\n" + section + "\n" + text[end:])
 
 
 if __name__ == "__main__":

@@ -8,11 +8,15 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACK_NAME = "comfyui-deblur-under-test"
 DATA = os.path.join(ROOT, "tests", "data")
 os.environ.setdefault("DEBLUR_NO_PROGRESS", "1")
+# The tests run tiny models, where thread start-up costs more than it saves (10-40x on a loaded
+# 2-core machine); one thread also makes float results independent of the machine's core count.
+torch.set_num_threads(1)
 
 
 def load_pack():

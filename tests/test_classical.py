@@ -21,7 +21,7 @@ def test_non_blind_deconvolution_restores(scene):
     sharp, kernel, blurry = scene
     base = metrics.psnr(blurry, sharp).item()
     assert metrics.psnr(classical.wiener_deconvolve(blurry, kernel, 1e-3).clamp(0, 1), sharp).item() > base + 5
-    assert metrics.psnr(classical.richardson_lucy(blurry, kernel, 10).clamp(0, 1), sharp).item() > base + 2
+    assert metrics.psnr(classical.richardson_lucy(blurry, kernel, 25).clamp(0, 1), sharp).item() > base + 2
 
 
 def test_blind_estimate_is_a_centred_kernel_close_to_the_truth(scene):

@@ -141,7 +141,7 @@ def test_other_files_get_clear_errors(micro_file, tmp_path):
     with pytest.raises(CheckpointError, match="truncated"):
         dd.load_deblurdiff(str(tmp_path / "cut.pth"))
     with open(tmp_path / "code.pth", "wb") as handle:
-        pickle.dump({"unet.x": subprocess.Popen}, handle)
+        pickle.dump({"unet.x": subprocess.Popen}, handle, protocol=2)
     with pytest.raises(CheckpointError):
         dd.load_deblurdiff(str(tmp_path / "code.pth"))
     torch.save({"params": {"net.weight": torch.zeros(1)}}, tmp_path / "other.pth")

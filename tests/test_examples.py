@@ -64,3 +64,12 @@ def test_outside_comfyui_nothing_is_copied(monkeypatch):
     host = pack_module("nodes.host")
     monkeypatch.setattr(host, "copy_examples", lambda *a: pytest.fail("copied outside ComfyUI"))
     assert host.install_examples() == []
+
+
+def test_pictures_in_the_frontend_docs_exist():
+    import re
+
+    for doc in ("frontend.md", "troubleshooting.md"):
+        with open(os.path.join(ROOT, "docs", doc), encoding="utf-8") as handle:
+            for picture in re.findall(r"\]\((images/[^)]+)\)", handle.read()):
+                assert os.path.isfile(os.path.join(ROOT, "docs", picture)), f"docs/{doc} shows {picture}, which is missing"

@@ -68,6 +68,8 @@ def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
             results[node_id] = (torch.load(path, weights_only=True)["params"],)
         elif kind == "ImageUpscaleWithModel":
             results[node_id] = (compact_upscale(args["upscale_model"], args["image"]),)
+        elif kind == "PreviewAny":
+            results[node_id] = ()
         elif kind in ("SaveImage", "PreviewImage"):
             saved[node_id] = args["images"]
             results[node_id] = ()

@@ -15,6 +15,7 @@ CORE_NODES = {
     "LoadImage": ({"image": "COMBO"}, ["image", None], ["IMAGE", "MASK"]),
     "SaveImage": ({"images": "IMAGE", "filename_prefix": "STRING"}, ["filename_prefix"], []),
     "PreviewImage": ({"images": "IMAGE"}, [], []),
+    "PreviewAny": ({"source": "*"}, [], []),  # comfy_extras/nodes_preview_any.py (its text box is not saved)
     # comfy_extras/nodes_upscale_model.py
     "UpscaleModelLoader": ({"model_name": "COMBO"}, ["model_name"], ["UPSCALE_MODEL"]),
     "ImageUpscaleWithModel": ({"upscale_model": "UPSCALE_MODEL", "image": "IMAGE"}, [], ["IMAGE"]),

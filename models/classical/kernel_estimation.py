@@ -29,6 +29,7 @@ class EstimationSettings:
     smooth: float = 1.0  # Gaussian sigma before the shock filter
     faint: float = 0.1  # kernel entries below this fraction of the peak are dropped
     final_weight: float = 1e-2  # gradient penalty of the final deconvolution
+    region: int = 384  # the kernel (global) is estimated on the central region at most this wide
 
 
 def _grey(image: torch.Tensor) -> torch.Tensor:
@@ -179,7 +180,9 @@ def blind_deblur(blurry: torch.Tensor, kernel_size: int, settings: EstimationSet
     outputs, kernels = [], []
     for image in blurry:
         linear = to_linear(image.double(), gamma)
-        kernel = estimate_kernel(linear, kernel_size, s)
+        h, w = linear.shape[-2:]
+        top, left = max((h - s.region) // 2, 0), max((w - s.region) // 2, 0)
+        kernel = estimate_kernel(linear[:, top:top + s.region, left:left + s.region], kernel_size, s)
         restored = wiener_deconvolve(linear[None], kernel, s.final_weight)[0]
         outputs.append(from_linear(restored.clamp(0, 1), gamma).float())
         kernels.append(kernel)

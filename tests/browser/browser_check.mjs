@@ -23,6 +23,7 @@ const shot = async (page, name, clip) => {
   result.screenshots.push(path);
 };
 
+const NEUTRAL = { x: 700, y: 900 }; // an empty spot of the canvas: no tooltip in the screenshots
 const SETTINGS = { "Comfy.TutorialCompleted": true, "Comfy.Canvas.NavigationMode": "custom",
   "Comfy.Minimap.Visible": false, "Comfy.Graph.CanvasInfo": false };
 mkdirSync(config.screenshots, { recursive: true });
@@ -130,7 +131,7 @@ try {
     result.templates[name] = report;
     if (report.missing.length || report.unregistered.length) fail(`${name}: missing node types ${[...report.missing, ...report.unregistered]}`);
     if (report.styled !== report.ours) fail(`${name}: ${report.ours - report.styled} of our nodes lack the method colour/badge`);
-    await page.mouse.move(5, 995);
+    await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
     await shot(page, `workflow_${name}`);
   }
 
@@ -158,11 +159,14 @@ try {
       const box = await page.evaluate((nodeType) => {
         const app = window.comfyAPI.app.app;
         const node = app.graph.nodes.find((n) => n.type === nodeType);
+        app.canvas.bringToFront?.(node);
+        app.canvas.setDirty(true, true);
         const [x, y] = app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - 60]);
         const rect = app.canvas.canvas.getBoundingClientRect();
         return { x: rect.left + x, y: rect.top + y, width: node.size[0] * app.canvas.ds.scale, height: (node.size[1] + 70) * app.canvas.ds.scale };
       }, node_type);
-      await page.mouse.move(5, 995);
+      await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
+      await page.waitForTimeout(300);
       await shot(page, "missing_weights", padded(box, 12));
       if (!result.panel.text.includes(value)) fail("the missing-model panel does not name the missing model");
       if (!result.panel.links.some((href) => href.includes("/deblur/readme#weights"))) fail("the missing-model panel does not link to the README");
@@ -206,9 +210,10 @@ async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect
   Object.assign(report, { seconds: (Date.now() - started) / 1000 }, await page.evaluate(() => window.__deblurRun));
   if (report.error) fail(`running ${workflow}: ${report.error}`);
   await page.waitForTimeout(1500);
-  await page.mouse.move(5, 995);
+  await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
   await shot(page, `ran_${workflow}`);
 
+  await focusNode(page, "deblurCompare");
   const viewerBox = await page.locator(".deblur-compare canvas").first().boundingBox().catch(() => null);
   if (viewerBox) {
     const y = viewerBox.y + viewerBox.height / 2;
@@ -233,6 +238,7 @@ async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect
     if (!state.zoom) fail(`${workflow}: double-click did not zoom the viewer to 1:1`);
   } else if (expectViewer) fail(`${workflow}: no before/after viewer on the page after the run`);
 
+  await focusNode(page, "deblurKernels");
   const kernelBoxes = await page.locator(".deblur-kernels canvas").evaluateAll((canvases) => canvases.map((c) => {
     const r = c.getBoundingClientRect();
     return { x: r.x, y: r.y, width: r.width, height: r.height };
@@ -243,6 +249,20 @@ async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect
     for (const [i, box] of kernelBoxes.entries()) await shot(page, `kernels_${workflow}${i ? `_${i}` : ""}`, padded(box, 8));
   } else if (expectKernels) fail(`${workflow}: no kernel preview on the page after the run`);
   return report;
+}
+
+/** Show the first node carrying `property` (set by the extension) at 100 % in the middle of the canvas. */
+async function focusNode(page, property) {
+  const found = await page.evaluate((property) => {
+    const app = window.comfyAPI.app.app;
+    const node = app.graph.nodes.find((n) => n[property]);
+    if (!node) return false;
+    app.canvas.ds.scale = 1;
+    if (app.canvas.centerOnNode) app.canvas.centerOnNode(node);
+    app.canvas.setDirty(true, true);
+    return true;
+  }, property);
+  if (found) await page.waitForTimeout(400);
 }
 
 function padded(box, pad) {
