@@ -21,6 +21,7 @@ import zipfile
 
 import torch
 
+from ..common.discovery import find_models
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
 from ..common.state_dict import load_strict, sub_state
 from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
@@ -152,13 +153,4 @@ def is_deblurdiff_file(path: str) -> bool:
 
 def find_deblurdiff_models(root: str) -> list[str]:
     """Names (relative to ``root``, '/'-separated) of the DeblurDiff models under it, sorted."""
-    found = []
-    if not os.path.isdir(root):
-        return found
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            path = os.path.join(folder, name)
-            if is_deblurdiff_file(path):
-                found.append(os.path.relpath(path, root).replace(os.sep, "/"))
-    return sorted(found, key=str.lower)
+    return find_models(root, is_model_file=is_deblurdiff_file)

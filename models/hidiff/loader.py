@@ -12,6 +12,7 @@ import os
 import torch
 
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.discovery import find_models
 from ..common.state_dict import load_strict, sub_state
 from .denoiser import SimpleDenoiser, build_denoiser
 from .diffusion import SamplerConfig
@@ -45,18 +46,7 @@ def is_hidiff_file(path: str) -> bool:
 
 def find_hidiff_models(root: str) -> list[str]:
     """Names (relative to ``root``, '/'-separated) of the HI-Diff models under it, sorted."""
-    found = []
-    if not os.path.isdir(root):
-        return found
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(folder, root)
-        if rel != "." and is_official_folder(folder):
-            found.append(rel.replace(os.sep, "/"))
-        for name in files:
-            if name.endswith(".safetensors") and is_hidiff_file(os.path.join(folder, name)):
-                found.append(os.path.normpath(os.path.join(rel, name)).replace(os.sep, "/"))
-    return sorted(found, key=str.lower)
+    return find_models(root, is_official_folder, lambda path: path.endswith(".safetensors") and is_hidiff_file(path))
 
 
 def default_sampler(net_d_state: dict) -> SamplerConfig:
