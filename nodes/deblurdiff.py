@@ -48,10 +48,7 @@ class DeblurDiffHandle:
 
 
 def list_models() -> list[str]:
-    names = []
-    for root in host.model_dirs():
-        names += [n for n in find_deblurdiff_models(root) if n not in names]
-    return names or [NO_MODEL]
+    return host.find_in_model_dirs(find_deblurdiff_models) or [NO_MODEL]
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:

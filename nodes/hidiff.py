@@ -37,8 +37,7 @@ class HIDiffHandle:
 
 def list_models() -> list[str]:
     names = [DEFAULT_NAME] if default_available() else []  # the bundled model first: the default
-    for root in host.model_dirs():
-        names += [n for n in find_hidiff_models(root) if n not in names]
+    names += [n for n in host.find_in_model_dirs(find_hidiff_models) if n not in names]
     return names or [NO_MODEL]
 
 

@@ -81,6 +81,14 @@ def model_dirs() -> list[str]:
     return [p for p in os.environ.get(ENV_MODELS, "").split(os.pathsep) if p]
 
 
+def find_in_model_dirs(find) -> list[str]:
+    """``find(root)``'s names over every model folder, in priority order, each name once."""
+    names = []
+    for root in model_dirs():
+        names += [n for n in find(root) if n not in names]
+    return names
+
+
 def resolve_model(name: str) -> str:
     """The full path of a model listed by name (relative to one of :func:`model_dirs`)."""
     if os.path.isabs(name) and os.path.exists(name):
