@@ -1,9 +1,9 @@
 """Re-measure the bundled model's quality as its model card reports it.
 
-    python scripts/prepare_default_data.py --skimage scikit_image-0.26.0-*.whl --out /tmp/default_data
+    python tools/prepare_default_data.py --skimage scikit_image-0.26.0-*.whl --out /tmp/default_data
     python bench/eval_default_model.py /tmp/default_data/eval /tmp/default_eval
 
-Runs scripts/evaluate.py on the held-out images (never used in training) blurred with the training
+Runs tools/evaluate.py on the held-out images (never used in training) blurred with the training
 distribution and kernel seed 0, against the classical baselines; prints the summary table.
 """
 import os
@@ -19,5 +19,5 @@ ARGS = ["--model", "default", "--baseline", "blind-wiener", "--baseline", "oracl
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    sys.exit(subprocess.call([sys.executable, os.path.join(HERE, "..", "scripts", "evaluate.py"),
+    sys.exit(subprocess.call([sys.executable, os.path.join(HERE, "..", "tools", "evaluate.py"),
                               "--sharp", sys.argv[1], "--out", sys.argv[2], *ARGS]))

@@ -83,7 +83,7 @@ def _check_latent(value, name: str, channels: int) -> torch.Tensor:
 
 class DeblurDiffLoader:
     DESCRIPTION = ("Loads DeblurDiff (SD 2.1 + ControlNet + LKPN, ~1.7 B parameters) from models/deblur/: the official "
-                   "model.pth, or a .safetensors made by scripts/convert_deblurdiff.py (loads faster).")
+                   "model.pth, or a .safetensors made by tools/convert_deblurdiff.py (loads faster).")
 
     @classmethod
     def INPUT_TYPES(cls):

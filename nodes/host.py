@@ -2,7 +2,7 @@
 
 Inside ComfyUI it registers the ``deblur`` model folder (so ``extra_model_paths.yaml`` entries named
 ``deblur`` work too), and takes device, precision, memory, progress and interruption from the host.
-Imported anywhere else (tests, scripts) it falls back to: the best torch device, the model folders in
+Imported anywhere else (tests, tools) it falls back to: the best torch device, the model folders in
 the environment variable ``COMFYUI_DEBLUR_MODELS`` (``os.pathsep``-separated), a tqdm progress bar, and
 no interruption.
 """

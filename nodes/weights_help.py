@@ -24,7 +24,7 @@ LOADERS = {
     "HIDiffLoader": {
         "method": "HI-Diff",
         "widget": "model_name",
-        "alternative": "or one .safetensors merged by scripts/convert_hidiff.py",
+        "alternative": "or one .safetensors merged by tools/convert_hidiff.py",
         "models": [
             {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
              "url": "https://drive.google.com/file/d/1cx0vCV5Z5fklnbqonZQad37vt4armEbT/view?usp=drive_link"},
@@ -37,7 +37,7 @@ LOADERS = {
     "DeblurDiffLoader": {
         "method": "DeblurDiff",
         "widget": "model_name",
-        "alternative": "or one .safetensors made by scripts/convert_deblurdiff.py",
+        "alternative": "or one .safetensors made by tools/convert_deblurdiff.py",
         "models": [
             {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
              "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import ROOT, pack_module
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 training = pack_module("models.hidiff.training")
 hidiff = pack_module("models.hidiff")
 blur = pack_module("models.blur")

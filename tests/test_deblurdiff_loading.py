@@ -61,7 +61,7 @@ def test_reduced_sizes_load(tmp_path):
 
 def test_converter_round_trip(micro_file, tmp_path):
     target = tmp_path / "micro.safetensors"
-    command = [sys.executable, os.path.join(ROOT, "scripts", "convert_deblurdiff.py"), micro_file, "-o", str(target)]
+    command = [sys.executable, os.path.join(ROOT, "tools", "convert_deblurdiff.py"), micro_file, "-o", str(target)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     meta = pack_module("models.common.checkpoint").read_metadata(str(target))
@@ -155,6 +155,6 @@ def test_other_files_get_clear_errors(micro_file, tmp_path):
 
 def test_converter_reports_bad_input(tmp_path):
     torch.save({"params": {"w": torch.zeros(1)}}, tmp_path / "model.pth")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert_deblurdiff.py"), str(tmp_path / "model.pth")],
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_deblurdiff.py"), str(tmp_path / "model.pth")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr

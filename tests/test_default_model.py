@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import DATA, ROOT, pack_module
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 default = pack_module("models.hidiff.default_model")
 nodes = pack_module("nodes.hidiff")
 hidiff = pack_module("models.hidiff")

@@ -46,7 +46,7 @@ def test_reduced_sizes_are_read_from_shapes(tmp_path):
 
 def test_converter_round_trip(tmp_path):
     target = tmp_path / "tiny.safetensors"
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert_hidiff.py"), TINY, "-o", str(target)],
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_hidiff.py"), TINY, "-o", str(target)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     merged = hidiff.load_hidiff(str(target))
@@ -57,7 +57,7 @@ def test_converter_round_trip(tmp_path):
 
 
 def test_converter_reports_bad_folder(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert_hidiff.py"), str(tmp_path)],
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_hidiff.py"), str(tmp_path)],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "net_g.pth" in result.stderr and "Traceback" not in result.stderr

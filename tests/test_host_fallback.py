@@ -1,4 +1,4 @@
-"""nodes/host.py outside ComfyUI: the fallbacks tests, scripts and the CLI rely on."""
+"""nodes/host.py outside ComfyUI: the fallbacks tests, tools and the CLI rely on."""
 import os
 
 import pytest

@@ -12,7 +12,7 @@ training = pack_module("models.hidiff.training")
 hidiff = pack_module("models.hidiff")
 blur = pack_module("models.blur")
 image_io = pack_module("models.common.image_io")
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
 def fixed_batch(seed=0, size=32):

@@ -7,7 +7,7 @@ Two file layouts are accepted:
   UNet; its EAC has no weights), ``vae.`` (LDM ``AutoencoderKL``) and ``clip.model.`` (OpenCLIP text
   tower). It is read with ``torch.load(weights_only=True, mmap=True)``, split, renamed to the pack's
   layout and adopted without copies;
-* the pack's ``.safetensors`` (``scripts/convert_deblurdiff.py``): keys ``unet.``, ``controlnet.``,
+* the pack's ``.safetensors`` (``tools/convert_deblurdiff.py``): keys ``unet.``, ``controlnet.``,
   ``lkpn.unet.``, ``vae.`` (diffusers names) and ``text_encoder.`` (OpenCLIP names), with the
   configuration in the metadata.
 

@@ -1,6 +1,6 @@
 """The HI-Diff model bundled with the pack, so deblurring works with no download.
 
-A compact HI-Diff (``training.PRESETS['compact']``) trained by ``scripts/train_hidiff.py`` on synthetic
+A compact HI-Diff (``training.PRESETS['compact']``) trained by ``tools/train_hidiff.py`` on synthetic
 camera-shake blur of openly licensed photos and dead-leaves images; see ``default/MODEL_CARD.md`` for
 its data, training and measured quality. Listed first by the loader node under :data:`DEFAULT_NAME`.
 """

@@ -272,7 +272,7 @@ class Trainer:
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
         info = {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
                                         "config": asdict(self.config), **self.metadata}, default=str)}
-        save_hidiff(self.model, model_path + ".tmp", source="trained with scripts/train_hidiff.py", extra=info)
+        save_hidiff(self.model, model_path + ".tmp", source="trained with tools/train_hidiff.py", extra=info)
         state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
                  "optimizer": self.optimizer.state_dict(), "noise": self.noise.get_state(),
                  "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
@@ -312,4 +312,4 @@ class Trainer:
         """Write the trained model in the pack's format (with ``net_le``, so training can continue)."""
         info = {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
                                         "config": asdict(self.config), **self.metadata}, default=str), **(extra or {})}
-        save_hidiff(self.model, path, source="trained with scripts/train_hidiff.py", extra=info)
+        save_hidiff(self.model, path, source="trained with tools/train_hidiff.py", extra=info)

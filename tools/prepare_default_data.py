@@ -5,7 +5,7 @@
   time and need not be installed: ``pip download --no-deps scikit-image`` gives the wheel);
 * procedurally generated dead-leaves images (models/blur/dead_leaves.py), seeded.
 
-    python scripts/prepare_default_data.py --skimage scikit_image-*.whl --out /data/default
+    python tools/prepare_default_data.py --skimage scikit_image-*.whl --out /data/default
     # → /data/default/train/*.png, /data/default/eval/*.png, /data/default/manifest.json
 """
 from __future__ import annotations

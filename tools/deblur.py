@@ -1,8 +1,8 @@
 """Deblur image files with a pack model (the bundled default model unless --model names another).
 
-    python scripts/deblur.py photo.jpg                    # → photo_deblurred.png beside it
-    python scripts/deblur.py shots/ "more/*.png" --out results/
-    python scripts/deblur.py big.png --model HI_Diff_GoPro --tile 512 --device cuda
+    python tools/deblur.py photo.jpg                    # → photo_deblurred.png beside it
+    python tools/deblur.py shots/ "more/*.png" --out results/
+    python tools/deblur.py big.png --model HI_Diff_GoPro --tile 512 --device cuda
 
 Inputs: files, folders (their images; --recursive for sub-folders) and glob patterns. Outputs are
 PNG, beside each input as NAME_deblurred.png or in --out as NAME.png; an input file is never

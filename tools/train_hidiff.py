@@ -3,9 +3,9 @@
 Data: ``--paired DIR`` (GoPro/RealBlur layout: DIR/input, DIR/target) or ``--sharp DIR`` (sharp images;
 blurry versions are synthesised on the fly with seeded camera-shake kernels).
 
-    python scripts/train_hidiff.py --sharp photos/ --run runs/mine --preset compact --iters 2000 1000
-    python scripts/train_hidiff.py --paired GoPro/train --run runs/gopro --preset gopro --device cuda --amp bf16
-    python scripts/train_hidiff.py --run runs/mine --resume ...   # continue after an interruption
+    python tools/train_hidiff.py --sharp photos/ --run runs/mine --preset compact --iters 2000 1000
+    python tools/train_hidiff.py --paired GoPro/train --run runs/gopro --preset gopro --device cuda --amp bf16
+    python tools/train_hidiff.py --run runs/mine --resume ...   # continue after an interruption
 
 The run folder gets checkpoint.safetensors + training_state.pt (resumable), loss_log.csv, and at the
 end the model (``--output``, default RUN/model.safetensors) for models/deblur/.

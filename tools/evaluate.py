@@ -1,9 +1,9 @@
 """Measure deblurring: pack models and classical baselines over a paired folder or a synthetic set.
 
     # held-out sharp images, blurred on the fly with kernels from a fixed seed
-    python scripts/evaluate.py --sharp photos/ --out eval/ --model default --baseline blind-wiener --baseline oracle-wiener
+    python tools/evaluate.py --sharp photos/ --out eval/ --model default --baseline blind-wiener --baseline oracle-wiener
     # a GoPro / RealBlur test folder (input/ + target/)
-    python scripts/evaluate.py --paired GoPro/test --out eval/ --model HI_Diff_GoPro --tile 512
+    python tools/evaluate.py --paired GoPro/test --out eval/ --model HI_Diff_GoPro --tile 512
 
 Writes OUT/per_image.csv, OUT/summary.md (+ summary.json) and OUT/contact_sheet.png
 (blurry | each method | sharp, first rows). PSNR/SSIM are measured on 8-bit values (as saved PNGs);

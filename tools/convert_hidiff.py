@@ -1,7 +1,7 @@
 """Merge an official HI-Diff release folder (net_g.pth, net_le_dm.pth, net_d.pth) into one
 ``.safetensors`` with metadata, which loads faster and without any pickle.
 
-    python scripts/convert_hidiff.py ComfyUI/models/deblur/HI_Diff_GoPro
+    python tools/convert_hidiff.py ComfyUI/models/deblur/HI_Diff_GoPro
     # writes ComfyUI/models/deblur/HI_Diff_GoPro.safetensors
 """
 from __future__ import annotations

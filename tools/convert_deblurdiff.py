@@ -1,7 +1,7 @@
 """Convert the official DeblurDiff ``model.pth`` into the pack's ``.safetensors`` (diffusers key names,
 configuration in the metadata): it loads faster, memory-mapped, and without any pickle.
 
-    python scripts/convert_deblurdiff.py ComfyUI/models/deblur/DeblurDiff/model.pth
+    python tools/convert_deblurdiff.py ComfyUI/models/deblur/DeblurDiff/model.pth
     # writes ComfyUI/models/deblur/DeblurDiff/model.safetensors (fp32; --half for fp16, half the size)
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Before/after figures and PSNR of an HI-Diff model on the example photos, for the README.
 
-    python scripts/make_doc_figures.py --model PATH [--out docs/images]
+    python tools/make_doc_figures.py --model PATH [--out docs/images]
 
 PATH is an HI-Diff release folder or merged .safetensors (e.g. the default model the pack ships).
 Runs the same nodes as the bundled workflows (HI-Diff Loader + Deblur, seed 100, untiled; the host
@@ -29,7 +29,7 @@ os.environ.setdefault("DEBLUR_NO_PROGRESS", "1")
 
 EXAMPLES = os.path.join(ROOT, "example_images")
 START_MARK, END_MARK = "<!-- results: start -->", "<!-- results: end -->"
-SYNTHETIC_SETTINGS = {"seed": 7, "intensity": 0.5, "kernel_size": 31, "noise": 0.0, "kind": "camera_shake"}  # scripts/make_example_images.py
+SYNTHETIC_SETTINGS = {"seed": 7, "intensity": 0.5, "kernel_size": 31, "noise": 0.0, "kind": "camera_shake"}  # tools/make_example_images.py
 
 
 def load(name: str) -> torch.Tensor:
@@ -100,7 +100,7 @@ def results_section(figures: dict) -> str:
     cat, clock = figures["cat"], figures["clock"]
     return "\n".join([
         f"Model `{figures['model']}`, seed {figures['seed']}, untiled, fp32, on the CPU "
-        f"(`scripts/make_doc_figures.py`, the nodes the workflows run):",
+        f"(`tools/make_doc_figures.py`, the nodes the workflows run):",
         "",
         "| photo | blurry: PSNR / SSIM | restored: PSNR / SSIM | seconds |",
         "|---|---|---|---|",

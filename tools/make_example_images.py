@@ -1,6 +1,6 @@
 """Re-create example_images/ (see its README for provenance and licences).
 
-    python scripts/make_example_images.py --skimage-data PATH/skimage/data
+    python tools/make_example_images.py --skimage-data PATH/skimage/data
 
 Copies two photos from scikit-image's data folder (checked against their published SHA-256) and
 blurs the cat with the pack's own Synthetic Motion Blur node, with the settings recorded below, so
