@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.common import runtime
 from ..models.common.checkpoint import CheckpointError
 from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH, default_available
 from ..models.hidiff import HIDiff, compute_priors, deblur, find_hidiff_models, load_hidiff, restore_with_priors, steps_per_image
@@ -42,19 +43,9 @@ def list_models() -> list[str]:
 
 
 def _run(handle: HIDiffHandle, size: tuple[int, int], steps: int, desc: str, fn):
-    """Run ``fn(model, device, on_step)`` with the model on the compute device and a progress bar of
-    ``steps`` (which also checks for Cancel), then offload the model. ``size`` is the largest
-    region processed at once, for the memory request."""
-    device = host.torch_device()
-    host.free_memory(handle.bytes_for(*size), device)
-    progress = host.Progress(steps, desc)
-    model = handle.model.to(device)
-    try:
-        return fn(model, device, progress.update)
-    finally:
-        progress.close()
-        handle.model.to(host.offload_device())
-        host.soft_empty_cache()
+    """``fn(model, device, on_step)`` on the compute device (see ``runtime.run_on_device``); ``size`` is
+    the largest region processed at once, for the memory request."""
+    return runtime.run_on_device(handle.model, handle.bytes_for(*size), steps, desc, fn)
 
 
 class HIDiffLoader:

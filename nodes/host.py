@@ -1,10 +1,10 @@
-"""The one module that touches ComfyUI.
+"""The one module that touches ComfyUI: the pack's ComfyUI backend.
 
 Inside ComfyUI it registers the ``deblur`` model folder (so ``extra_model_paths.yaml`` entries named
-``deblur`` work too), and takes device, precision, memory, progress and interruption from the host.
-Imported anywhere else (tests, tools) it falls back to: the best torch device, the model folders in
-the environment variable ``COMFYUI_DEBLUR_MODELS`` (``os.pathsep``-separated), a tqdm progress bar, and
-no interruption.
+``deblur`` work too), and installs :class:`ComfyHost` so device, precision, memory, progress and
+interruption come from the host (``models/common/runtime.py`` holds the host-neutral layer and the
+standalone fallbacks used anywhere else: tests, tools). The functions below keep the names the nodes
+call and forward to that layer.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import os
 
 import torch
 
-MODEL_FOLDER = "deblur"
-ENV_MODELS = "COMFYUI_DEBLUR_MODELS"
+from ..models.common import runtime
+from ..models.common.runtime import ENV_MODELS, MODEL_FOLDER, Progress, module_bytes  # noqa: F401 (public names)
 
 try:  # ComfyUI's own top-level modules; absent outside the host
     import comfy.model_management as _mm
@@ -23,6 +23,61 @@ except ImportError:
     _mm = _comfy_utils = _folder_paths = None
 
 IN_COMFYUI = _mm is not None
+
+
+class _ComfyProgress:
+    def __init__(self, total: int):
+        self._bar = _comfy_utils.ProgressBar(total)
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def close(self) -> None:
+        pass
+
+
+class ComfyHost(runtime.Host):
+    """What ComfyUI provides: its device choice, offloading, memory manager, progress bar and Cancel."""
+
+    name = "ComfyUI"
+
+    def torch_device(self):
+        return _mm.get_torch_device()
+
+    def offload_device(self):
+        return _mm.unet_offload_device()
+
+    def output_device(self):
+        return _mm.intermediate_device()
+
+    def supports_dtype(self, dtype, device):
+        if dtype == torch.float32:
+            return True
+        if dtype == torch.float16:
+            return _mm.should_use_fp16(device, prioritize_performance=False) or device.type == "cpu"
+        return _mm.should_use_bf16(device, prioritize_performance=False) or device.type == "cpu"
+
+    def free_memory(self, bytes_needed, device):
+        _mm.free_memory(bytes_needed, device)
+
+    def soft_empty_cache(self):
+        _mm.soft_empty_cache()
+
+    def oom_errors(self):
+        return (_mm.OOM_EXCEPTION,)
+
+    def check_interrupt(self):
+        _mm.throw_exception_if_processing_interrupted()
+
+    def model_dirs(self):
+        return _folder_paths.get_folder_paths(MODEL_FOLDER)
+
+    def progress_bar(self, total, desc):
+        return _ComfyProgress(total)
+
+
+if IN_COMFYUI:
+    runtime.use(ComfyHost())
 
 
 def register_model_folder() -> None:
@@ -76,17 +131,12 @@ install_examples()
 
 def model_dirs() -> list[str]:
     """Folders searched for models, in priority order."""
-    if IN_COMFYUI:
-        return _folder_paths.get_folder_paths(MODEL_FOLDER)
-    return [p for p in os.environ.get(ENV_MODELS, "").split(os.pathsep) if p]
+    return runtime.model_dirs()
 
 
 def find_in_model_dirs(find) -> list[str]:
     """``find(root)``'s names over every model folder, in priority order, each name once."""
-    names = []
-    for root in model_dirs():
-        names += [n for n in find(root) if n not in names]
-    return names
+    return runtime.find_in_model_dirs(find)
 
 
 def resolve_model(name: str) -> str:
@@ -101,84 +151,18 @@ def resolve_model(name: str) -> str:
                             f"put it under models/{MODEL_FOLDER}/ (see the README's weights table)")
 
 
-def torch_device() -> torch.device:
-    if IN_COMFYUI:
-        return _mm.get_torch_device()
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def offload_device() -> torch.device:
-    return _mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
-
-
-def output_device() -> torch.device:
-    """Where node outputs (IMAGE tensors) live; ComfyUI keeps them on the CPU."""
-    return _mm.intermediate_device() if IN_COMFYUI else torch.device("cpu")
-
-
-def supports_dtype(dtype: torch.dtype, device: torch.device | None = None) -> bool:
-    device = device or torch_device()
-    if dtype == torch.float32:
-        return True
-    if IN_COMFYUI:
-        if dtype == torch.float16:
-            return _mm.should_use_fp16(device, prioritize_performance=False) or device.type == "cpu"
-        return _mm.should_use_bf16(device, prioritize_performance=False) or device.type == "cpu"
-    if device.type == "cuda":
-        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
-    return True  # CPU and MPS run both half types (slowly on the CPU)
-
-
-def free_memory(bytes_needed: int, device: torch.device) -> None:
-    """Ask the host to unload other models until ``bytes_needed`` fit on ``device``."""
-    if IN_COMFYUI:
-        _mm.free_memory(bytes_needed, device)
-
-
-def module_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
-
-
-def oom_errors() -> tuple[type[BaseException], ...]:
-    return (_mm.OOM_EXCEPTION,) if IN_COMFYUI else (torch.cuda.OutOfMemoryError,)
-
-
-def soft_empty_cache() -> None:
-    if IN_COMFYUI:
-        _mm.soft_empty_cache()
-    elif torch.cuda.is_available():
-        torch.cuda.empty_cache()
+torch_device = runtime.torch_device
+offload_device = runtime.offload_device
+output_device = runtime.output_device  # where node outputs (IMAGE tensors) live; ComfyUI keeps them on the CPU
+supports_dtype = runtime.supports_dtype
+free_memory = runtime.free_memory
+oom_errors = runtime.oom_errors
+soft_empty_cache = runtime.soft_empty_cache
 
 
 def check_interrupt() -> None:
     """Raise the host's interruption exception if the user pressed Cancel; no-op outside ComfyUI."""
-    if IN_COMFYUI:
-        _mm.throw_exception_if_processing_interrupted()
-
-
-class Progress:
-    """ComfyUI's node progress bar, or tqdm outside the host; checks for interruption on each step."""
-
-    def __init__(self, total: int, desc: str = ""):
-        self.total = max(int(total), 1)
-        if IN_COMFYUI:
-            self._bar = _comfy_utils.ProgressBar(self.total)
-        else:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.total, desc=desc, leave=False, disable=os.environ.get("DEBLUR_NO_PROGRESS") == "1")
-
-    def update(self, n: int = 1) -> None:
-        check_interrupt()
-        self._bar.update(n)
-
-    def close(self) -> None:
-        if not IN_COMFYUI:
-            self._bar.close()
+    runtime.check_interrupt()
 
 
 def add_get_route(path: str, respond) -> bool:

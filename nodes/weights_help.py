@@ -11,6 +11,7 @@ import json
 import os
 import re
 
+from ..models import methods
 from . import host
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
@@ -18,31 +19,10 @@ WEIGHTS_ROUTE = "/deblur/weights"
 README_ROUTE = "/deblur/readme"
 README_SECTION = "weights"
 
-HIDIFF_FILES = ["net_g.pth", "net_le_dm.pth", "net_d.pth"]
 # Loader node type → the models it can load (the README's weights table, same order).
 LOADERS = {
-    "HIDiffLoader": {
-        "method": "HI-Diff",
-        "widget": "model_name",
-        "alternative": "or one .safetensors merged by tools/convert_hidiff.py",
-        "models": [
-            {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
-             "url": "https://drive.google.com/file/d/1cx0vCV5Z5fklnbqonZQad37vt4armEbT/view?usp=drive_link"},
-            {"name": "HI-Diff RealBlur-J", "folder": "HI_Diff_RealBlur_J", "files": HIDIFF_FILES,
-             "url": "https://drive.google.com/file/d/1zdAOurzjAONRmLuPmSi0nppyqT2ORIRg/view?usp=drive_link"},
-            {"name": "HI-Diff RealBlur-R", "folder": "HI_Diff_RealBlur_R", "files": HIDIFF_FILES,
-             "url": "https://drive.google.com/file/d/1inQwZ6SJIHYyZoQo702Mv4upjvgg3kFA/view?usp=drive_link"},
-        ],
-    },
-    "DeblurDiffLoader": {
-        "method": "DeblurDiff",
-        "widget": "model_name",
-        "alternative": "or one .safetensors made by tools/convert_deblurdiff.py",
-        "models": [
-            {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
-             "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
-        ],
-    },
+    loader: {"method": method.name, "widget": "model_name", "alternative": method.alternative, "models": method.weights}
+    for loader, method in (("HIDiffLoader", methods.HIDIFF), ("DeblurDiffLoader", methods.DEBLURDIFF))
 }
 
 

@@ -8,6 +8,7 @@ from conftest import DATA, pack_module
 
 host = pack_module("nodes.host")
 nodes = pack_module("nodes.hidiff")
+runtime = pack_module("models.common.runtime")
 
 
 def test_outside_comfyui_everything_falls_back():
@@ -36,14 +37,18 @@ def test_cancel_between_steps_stops_the_node(models_dir, monkeypatch):
     class Interrupted(Exception):
         pass
 
-    def interrupt_on_third_step():
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted
+    class CancelOnThirdStep(runtime.Host):  # a host whose user presses Cancel during the third step
+        def check_interrupt(self):
+            calls.append(1)
+            if len(calls) == 3:
+                raise Interrupted
 
-    monkeypatch.setattr(host, "check_interrupt", interrupt_on_third_step)
-    with pytest.raises(Interrupted):
-        nodes.HIDiffDeblur().deblur(model, torch.rand(1, 16, 16, 3), 0)
+    previous = runtime.use(CancelOnThirdStep())
+    try:
+        with pytest.raises(Interrupted):
+            nodes.HIDiffDeblur().deblur(model, torch.rand(1, 16, 16, 3), 0)
+    finally:
+        runtime.use(previous)
     assert len(calls) == 3
     assert next(model.model.parameters()).device == host.offload_device()  # offloaded even when cancelled
 

@@ -1,0 +1,229 @@
+"""The deblurring methods as one registry, for adapters that offer "pick a method and a model, deblur"
+(the WebUI's Extras step and its API route; ComfyUI has a node graph per method instead).
+
+Each :class:`Method` says where its models are found, which files they are, how to load one and how
+to run it on one image; :func:`deblur_image` does the rest the same way for all: name confinement,
+precision, device, memory, progress and interruption through ``common/runtime.py``. A new method
+plugs in with one ``Method(...)`` entry appended to :data:`METHODS`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .common import runtime
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+MAX_TILE = 8192
+MIN_TILE = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a user chooses besides method and model. ``tile_size`` 0 = the whole image at once."""
+    seed: int
+    tile_size: int = 0
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    find_models: Callable[[str], list[str]]  # model names under one model folder
+    load: Callable[[str, torch.dtype], torch.nn.Module]  # (path, dtype) → model on the CPU
+    # (model, rgb [1, 3, H, W] in 0..1 on the CPU, settings, device, on_step) → rgb [1, 3, H, W];
+    # it moves what it needs to ``device`` (run_on_device moves everything back afterwards).
+    run: Callable
+    steps: Callable[[torch.nn.Module, int, int, Settings], int]  # progress units for one image
+    bytes_per_pixel: int  # rough fp32 peak activations, for the host's memory request
+    default_seed: int
+    weights: list[dict]  # the official releases: name, folder under models/deblur/, files, url
+    alternative: str = ""  # other accepted forms (converted .safetensors)
+    bundled: dict[str, str] = field(default_factory=dict)  # models shipped with the pack: name → path
+    auto_dtype: Callable[[torch.device], torch.dtype] = lambda _device: torch.float32
+
+    def missing_weights_help(self) -> str:
+        folders = runtime.model_dirs() or [f"models/{runtime.MODEL_FOLDER}"]
+        releases = "; ".join(f"{w['name']}: {', '.join(w['files'])} into {w['folder']}/ ({w['url']})" for w in self.weights)
+        extra = f", {self.alternative}" if self.alternative else ""
+        return f"No {self.name} model found in {', '.join(folders)}. Download {releases}{extra}."
+
+
+# --- HI-Diff -------------------------------------------------------------------------------------
+
+def _hidiff_load(path, dtype):
+    from .hidiff import load_hidiff
+
+    return load_hidiff(path).set_precision(dtype)
+
+
+def _hidiff_run(model, rgb, settings, device, on_step):
+    from .hidiff import deblur
+
+    return deblur(model.to(device), rgb.to(device), settings.seed, settings.tile_size, HIDIFF_OVERLAP, on_step)
+
+
+def _hidiff_steps(model, height, width, settings):
+    from .hidiff import steps_per_image
+
+    return steps_per_image(model, height, width, settings.tile_size, HIDIFF_OVERLAP)
+
+
+def _hidiff_find(root):
+    from .hidiff import find_hidiff_models
+
+    return find_hidiff_models(root)
+
+
+def _hidiff_bundled() -> dict[str, str]:
+    from .hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH, default_available
+
+    return {DEFAULT_NAME: DEFAULT_PATH} if default_available() else {}
+
+
+HIDIFF_OVERLAP = 32
+HIDIFF_FILES = ["net_g.pth", "net_le_dm.pth", "net_d.pth"]
+HIDIFF = Method(
+    name="HI-Diff", find_models=_hidiff_find, load=_hidiff_load, run=_hidiff_run, steps=_hidiff_steps,
+    bytes_per_pixel=6000, default_seed=100, bundled=_hidiff_bundled(),
+    alternative="or one .safetensors merged by tools/convert_hidiff.py",
+    weights=[
+        {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
+         "url": "https://drive.google.com/file/d/1cx0vCV5Z5fklnbqonZQad37vt4armEbT/view?usp=drive_link"},
+        {"name": "HI-Diff RealBlur-J", "folder": "HI_Diff_RealBlur_J", "files": HIDIFF_FILES,
+         "url": "https://drive.google.com/file/d/1zdAOurzjAONRmLuPmSi0nppyqT2ORIRg/view?usp=drive_link"},
+        {"name": "HI-Diff RealBlur-R", "folder": "HI_Diff_RealBlur_R", "files": HIDIFF_FILES,
+         "url": "https://drive.google.com/file/d/1inQwZ6SJIHYyZoQo702Mv4upjvgg3kFA/view?usp=drive_link"},
+    ])
+
+
+# --- DeblurDiff ----------------------------------------------------------------------------------
+
+def _deblurdiff_options(settings):
+    from .deblurdiff import SamplingOptions
+
+    tile = settings.tile_size
+    return SamplingOptions(tiled=bool(tile), tile_size=tile or 512, tile_stride=max(8, (tile or 512) // 2 // 8 * 8))
+
+
+def _deblurdiff_load(path, dtype):
+    from .deblurdiff import load_deblurdiff
+
+    return load_deblurdiff(path, dtype)
+
+
+def _deblurdiff_run(model, rgb, settings, device, on_step):
+    from .deblurdiff import deblur
+
+    return deblur(model, rgb, _deblurdiff_options(settings), settings.seed, device, on_step, runtime.offload_device())
+
+
+def _deblurdiff_steps(model, height, width, settings):
+    from .deblurdiff import steps_per_image
+
+    return steps_per_image(_deblurdiff_options(settings))
+
+
+def _deblurdiff_find(root):
+    from .deblurdiff import find_deblurdiff_models
+
+    return find_deblurdiff_models(root)
+
+
+DEBLURDIFF = Method(
+    name="DeblurDiff", find_models=_deblurdiff_find, load=_deblurdiff_load, run=_deblurdiff_run,
+    steps=_deblurdiff_steps, bytes_per_pixel=12_000, default_seed=231,
+    alternative="or one .safetensors made by tools/convert_deblurdiff.py",
+    auto_dtype=lambda device: torch.float16 if device.type in ("cuda", "mps") else torch.float32,
+    weights=[
+        {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
+         "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
+    ])
+
+METHODS: list[Method] = [HIDIFF, DEBLURDIFF]
+
+
+# --- the one flow every method shares --------------------------------------------------------------
+
+def get_method(name: str) -> Method:
+    for method in METHODS:
+        if method.name.lower() == str(name).lower():
+            return method
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(m.name for m in METHODS)}")
+
+
+def list_models(method: Method) -> list[str]:
+    """The bundled models first (the default), then those found in the model folders."""
+    names = list(method.bundled)
+    return names + [n for n in runtime.find_in_model_dirs(method.find_models) if n not in names]
+
+
+def default_model(method: Method) -> str | None:
+    names = list_models(method)
+    return names[0] if names else None
+
+
+def model_path(method: Method, name: str) -> str:
+    """The file or folder of a listed model. Only names the listing offers are accepted, so no
+    request can reach a path outside the model folders."""
+    if name in method.bundled:
+        return method.bundled[name]
+    if name not in list_models(method):
+        if not list_models(method):
+            raise FileNotFoundError(method.missing_weights_help())
+        raise FileNotFoundError(f"{method.name}: no model named {name!r}; available: {', '.join(list_models(method))}")
+    for root in runtime.model_dirs():
+        path = os.path.join(root, *name.split("/"))
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"{method.name}: model {name!r} disappeared from the model folders")
+
+
+def check_settings(settings: Settings) -> None:
+    if isinstance(settings.seed, bool) or not isinstance(settings.seed, int) or not 0 <= settings.seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}, got {settings.seed!r}")
+    tile = settings.tile_size
+    if isinstance(tile, bool) or not isinstance(tile, int) or not (tile == 0 or MIN_TILE <= tile <= MAX_TILE) or tile % 8:
+        raise ValueError(f"tile_size must be 0 (whole image) or a multiple of 8 from {MIN_TILE} to {MAX_TILE}, got {tile!r}")
+    if not isinstance(settings.precision, str) or settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+
+
+def resolve_dtype(method: Method, precision: str, device: torch.device) -> torch.dtype:
+    dtype = PRECISIONS[precision] or method.auto_dtype(device)
+    if not runtime.supports_dtype(dtype, device):
+        log.warning("%s: %s is not supported on %s; using fp32", method.name, precision, device)
+        return torch.float32
+    return dtype
+
+
+def deblur_image(method: Method, model_name: str, rgb: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, dict]:
+    """``rgb`` ``[1, 3, H, W]`` in 0..1 → (deblurred ``[1, 3, H, W]`` clamped to 0..1 on the CPU, what was
+    used: method, model, seed, tile size, precision). The model is loaded for this call and released
+    after it, so nothing stays in memory between runs."""
+    check_settings(settings)
+    device = runtime.torch_device()
+    dtype = resolve_dtype(method, settings.precision, device)
+    model = method.load(model_path(method, model_name), dtype).eval()
+    height, width = rgb.shape[-2:]
+    tile = settings.tile_size
+    region = min(height, tile or height) * min(width, tile or width)
+    activations = method.bytes_per_pixel * torch.finfo(dtype).bits // 32 * region
+    try:
+        with torch.inference_mode():
+            out = runtime.run_on_device(
+                model, runtime.module_bytes(model) + activations, method.steps(model, height, width, settings),
+                method.name, lambda net, dev, on_step: method.run(net, rgb, settings, dev, on_step), move=False)
+    finally:
+        del model
+        runtime.soft_empty_cache()
+    info = {"method": method.name, "model": model_name, "seed": settings.seed, "tile_size": tile,
+            "precision": {v: k for k, v in PRECISIONS.items() if v is not None}[dtype]}
+    return out.float().clamp(0, 1).cpu(), info
