@@ -1,0 +1,84 @@
+"""The repository as an extension inside a real WebUI (Forge): it loads without an error report,
+lists its models (the WebUI's models/deblur searched), refuses bad requests with a 4xx, and its API
+route deblurs an example photo exactly as the pack does directly (same model and seed, within one
+8-bit level: the WebUI runs its own torch).
+
+Skipped unless WEBUI_PATH names a WebUI checkout with its python (WEBUI_PYTHON, default
+$WEBUI_PATH/venv/bin/python); tests/webui/setup_forge.sh makes one from the fetched snapshots.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DATA, pack_module
+from webui_host import WebUIHost
+
+ROOT = Path(__file__).resolve().parents[2]
+WEBUI_PATH = os.environ.get("WEBUI_PATH")
+OUT = Path(__file__).resolve().parent / "out"
+PHOTO = ROOT / "example_images" / "deblur_example_cat_blurred.png"
+PACKAGE = "sd_webui_diffusion_deblur"  # scripts/deblur.py's name for the repository
+
+pytestmark = pytest.mark.skipif(not WEBUI_PATH, reason="WebUI tests need WEBUI_PATH: a Forge (or other A1111-family) "
+                                "checkout with its venv (or WEBUI_PYTHON); make one with tests/webui/setup_forge.sh")
+
+
+@pytest.fixture(scope="module")
+def webui():
+    OUT.mkdir(exist_ok=True)
+    host = WebUIHost(WEBUI_PATH, ROOT, log_path=OUT / "webui.log")
+    shutil.copytree(os.path.join(DATA, "hidiff_tiny"), host.models_dir / "deblur" / "HI_Diff_Tiny")
+    with host:
+        yield host
+
+
+def test_the_extension_loads_without_an_error(webui):
+    assert "-" in webui.extension_name  # a folder name no import statement could spell
+    assert not webui.extension_errors(PACKAGE), "\n\n".join(webui.extension_errors(PACKAGE))
+
+
+def test_models_are_listed_from_the_webuis_model_folder(webui):
+    listing = webui.get("/deblur/v1/models")
+    assert listing["model_folders"][0] == str(webui.models_dir / "deblur")
+    by_name = {m["name"]: m for m in listing["methods"]}
+    bundled = pack_module("models.hidiff.default_model").DEFAULT_NAME
+    assert by_name["HI-Diff"]["models"] == [bundled, "HI_Diff_Tiny"]
+    assert by_name["HI-Diff"]["default_model"] == bundled
+    assert by_name["DeblurDiff"]["models"] == [] and "model.pth" in by_name["DeblurDiff"]["missing_weights"]
+
+
+def test_bad_requests_get_a_4xx_with_a_message(webui):
+    assert webui.post("/deblur/v1/deblur", {"image": "!!"}) == (400, {"error": "image is not valid base64"})
+    status, body = webui.post("/deblur/v1/deblur", {"image": "", "model": "../../webui.py"})
+    assert status == 404 and "no model named" in body["error"]
+    status, body = webui.post("/deblur/v1/deblur", {"image": "", "method": "DeblurDiff"})
+    assert status == 404 and "model.pth into DeblurDiff/" in body["error"]
+
+
+def test_the_route_deblurs_like_the_pack(webui):
+    encoded = base64.b64encode(PHOTO.read_bytes()).decode()
+    status, body = webui.post("/deblur/v1/deblur", {"image": encoded, "method": "HI-Diff", "seed": 100, "tile_size": 0})
+    assert status == 200, body
+    with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as picture:
+        got = np.asarray(picture.convert("RGB")).astype(int)
+        picture.save(OUT / "route_output.png")
+    default = pack_module("models.hidiff.default_model")
+    assert body["info"] == {"method": "HI-Diff", "model": default.DEFAULT_NAME, "seed": 100, "tile_size": 0, "precision": "fp32"}
+    hidiff = pack_module("models.hidiff")
+    with Image.open(PHOTO) as photo:
+        rgb = torch.from_numpy(np.asarray(photo.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    direct = hidiff.deblur(hidiff.load_hidiff(default.DEFAULT_PATH).eval(), rgb, 100)
+    expected = (direct[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(int)
+    difference = np.abs(got - expected)
+    print(f"route vs pack: max {difference.max()} levels, {np.mean(difference > 0) * 100:.3f}% of values differ")
+    assert got.shape == expected.shape and difference.max() <= 1
+    assert np.abs(got - np.asarray(Image.open(PHOTO).convert("RGB")).astype(int)).mean() > 1  # it changed the photo
