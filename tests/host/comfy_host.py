@@ -13,9 +13,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
-import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -23,6 +22,9 @@ import urllib.request
 import uuid
 import zlib
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_process import ServerProcess, free_port  # noqa: E402
 
 COPY_IGNORE = shutil.ignore_patterns(".git", "venv", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "node_modules", "out")
 CANNOT_IMPORT = re.compile(r"Cannot import (.+?) module for custom nodes: (.*)")
@@ -33,24 +35,23 @@ class ComfyError(RuntimeError):
     """The server refused a prompt, failed to run it, or died."""
 
 
-class ComfyHost:
+class ComfyHost(ServerProcess):
+    label = "ComfyUI"
+    error = ComfyError
+
     def __init__(self, comfy_path, pack_path, python=None, pack_name=None, log_path=None,
                  startup_timeout=180.0, keep=False, extra_args=()):
         self.comfy_path = Path(comfy_path).resolve()
         self.pack_path = Path(pack_path).resolve()
         self.python = Path(python or os.environ.get("COMFYUI_PYTHON") or self.comfy_path / "venv/bin/python")
         self.pack_name = pack_name or f"deblur-pack-{uuid.uuid4().hex[:4]}"
-        self.startup_timeout = startup_timeout
-        self.keep = keep
         self.extra_args = list(extra_args)  # more main.py arguments, e.g. ["--front-end-root", DIR]
         # The base directory exists from construction on, so callers can fill models/ and input/
         # before the server starts.
-        self.base = Path(tempfile.mkdtemp(prefix="comfy-host-"))
+        base = Path(tempfile.mkdtemp(prefix="comfy-host-"))
         for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
-            (self.base / sub).mkdir()
-        self.log_path = Path(log_path) if log_path else self.base / "comfyui.log"
-        self.proc = None
-        self.url = None
+            (base / sub).mkdir()
+        super().__init__(base, Path(log_path) if log_path else base / "comfyui.log", startup_timeout, keep)
 
     @property
     def models_dir(self) -> Path:
@@ -64,52 +65,16 @@ class ComfyHost:
     def pack_dir(self) -> Path:
         return self.base / "custom_nodes" / self.pack_name
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def start(self):
         if not self.python.exists():
             raise ComfyError(f"ComfyUI python {self.python} not found (set COMFYUI_PYTHON)")
         shutil.copytree(self.pack_path, self.pack_dir, ignore=COPY_IGNORE)
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = f"http://127.0.0.1:{free_port()}"
         cmd = [str(self.python), str(self.comfy_path / "main.py"), "--cpu", "--disable-auto-launch",
-               "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(self.base),
+               "--listen", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1], "--base-directory", str(self.base),
                # The default database lives in the checkout; keep this run self-contained.
                "--database-url", f"sqlite:///{self.base / 'user' / 'comfyui.db'}", *self.extra_args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            self._check_alive()
-            try:
-                self._get("/system_stats")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise ComfyError(f"ComfyUI did not answer within {self.startup_timeout:.0f} s\n{self.log_tail()}")
-                time.sleep(0.5)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.keep:
-            shutil.rmtree(self.base, ignore_errors=True)
+        self.launch(cmd, self.base, {**os.environ, "PYTHONUNBUFFERED": "1"}, lambda: self._get("/system_stats"))
 
     # --- HTTP API -------------------------------------------------------------------------------
 
@@ -160,12 +125,6 @@ class ComfyHost:
 
     # --- server log -----------------------------------------------------------------------------
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "--- ComfyUI log (tail) ---\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
     def import_failed(self) -> dict[str, str]:
         """Custom-node modules of this host that ComfyUI failed to load: {module path: reason}.
 
@@ -192,10 +151,6 @@ class ComfyHost:
         with urllib.request.urlopen(request, timeout=60) as reply:
             return json.load(reply)
 
-    def _check_alive(self):
-        if self.proc.poll() is not None:
-            raise ComfyError(f"ComfyUI exited with code {self.proc.returncode}\n{self.log_tail()}")
-
 
 def _describe_refusal(reply: dict) -> str:
     """/prompt answers 400 with {"error": {...}, "node_errors": {node_id: {"class_type", "errors"}}}."""
@@ -212,12 +167,6 @@ def _describe_failure(entry: dict) -> str:
             return (f"node {message['node_id']} ({message['node_type']}) raised {message['exception_type']}: "
                     f"{message['exception_message']}\n" + "".join(message["traceback"]))
     return f"prompt failed: {json.dumps(entry['status'])}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_test_png(path, width: int = 64, height: int = 64) -> Path:

@@ -14,14 +14,15 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
+import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from server_process import ServerProcess, free_port  # noqa: E402
 
 COPY_IGNORE = shutil.ignore_patterns(".git", "venv", ".venv", "__pycache__", "*.pyc", ".pytest_cache", "node_modules", "out")
 # Headless, offline, CPU: the issue's launch line (no SD checkpoint is needed for Extras).
@@ -34,23 +35,22 @@ class WebUIError(RuntimeError):
     """The WebUI died, did not start, or answered a request with an error."""
 
 
-class WebUIHost:
+class WebUIHost(ServerProcess):
+    label = "the WebUI"
+    error = WebUIError
+
     def __init__(self, webui_path, extension_path, python=None, extension_name=None, log_path=None,
                  startup_timeout=240.0, keep=False, ui=False, extra_args=()):
         self.webui_path = Path(webui_path).resolve()
         self.extension_path = Path(extension_path).resolve()
         self.python = Path(python or os.environ.get("WEBUI_PYTHON") or self.webui_path / "venv/bin/python")
         self.extension_name = extension_name or f"diffusion-deblur-{uuid.uuid4().hex[:4]}"
-        self.startup_timeout = startup_timeout
-        self.keep = keep
         self.ui = ui  # False: --nowebui (API only); True: the gradio UI too, on the same port
         self.extra_args = list(extra_args)
         self.data = Path(tempfile.mkdtemp(prefix="webui-host-"))
         (self.data / "extensions").mkdir()
         (self.data / "models").mkdir()
-        self.log_path = Path(log_path) if log_path else self.data / "webui.log"
-        self.proc = None
-        self.url = None
+        super().__init__(self.data, Path(log_path) if log_path else self.data / "webui.log", startup_timeout, keep)
 
     @property
     def models_dir(self) -> Path:
@@ -60,51 +60,17 @@ class WebUIHost:
     def extension_dir(self) -> Path:
         return self.data / "extensions" / self.extension_name
 
-    def __enter__(self):
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
     def start(self):
         if not self.python.exists():
             raise WebUIError(f"WebUI python {self.python} not found (set WEBUI_PYTHON)")
         shutil.copytree(self.extension_path, self.extension_dir, ignore=COPY_IGNORE)
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [str(self.python), "launch.py", *LAUNCH_ARGS, *([] if self.ui else ["--nowebui"]),
-               "--data-dir", str(self.data), "--port", str(port), "--server-name", "127.0.0.1", *self.extra_args]
+        self.url = f"http://127.0.0.1:{free_port()}"
+        # The UI serves its own scripts from the checkout, which gradio allows only inside --data-dir by default.
+        ui = ["--gradio-allowed-path", str(self.webui_path)] if self.ui else ["--nowebui"]
+        cmd = [str(self.python), "launch.py", *LAUNCH_ARGS, *ui, "--data-dir", str(self.data),
+               "--port", self.url.rsplit(":", 1)[1], "--server-name", "127.0.0.1", *self.extra_args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=self.webui_path, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            self._check_alive()
-            try:
-                self.get("/deblur/v1/models")
-                return
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    raise WebUIError(f"the WebUI did not answer within {self.startup_timeout:.0f} s\n{self.log_tail()}")
-                time.sleep(0.5)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.keep:
-            shutil.rmtree(self.data, ignore_errors=True)
+        self.launch(cmd, self.webui_path, env, lambda: self.get("/deblur/v1/models"))
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -124,12 +90,6 @@ class WebUIHost:
 
     # --- server log -----------------------------------------------------------------------------
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "--- WebUI log (tail) ---\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
     def extension_errors(self, package: str) -> list[str]:
         """Error reports in the log (``*** Error ...`` blocks, tracebacks) that involve this extension:
         its folder, its name or the package name its entry point loads it under."""
@@ -142,13 +102,3 @@ class WebUIHost:
                 if any(mark in block for mark in marks):
                     errors.append(block)
         return errors
-
-    def _check_alive(self):
-        if self.proc.poll() is not None:
-            raise WebUIError(f"the WebUI exited with code {self.proc.returncode}\n{self.log_tail()}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
