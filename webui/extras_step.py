@@ -7,7 +7,7 @@ import gradio as gr
 
 from ..models import methods
 from ..models.common import runtime
-from . import adapter, api, backend
+from . import adapter, backend
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 def setup() -> None:
     """Called by the entry point on every (re)load of the WebUI's scripts."""
     backend.install()
-    backend.on_app_started(lambda _demo, app: api.register(app))
+    backend.on_app_started(_register_api)
+
+
+def _register_api(_demo, app) -> None:
+    from . import api  # FastAPI is the WebUI's; imported only when its app starts
+
+    api.register(app)
 
 
 def _choices(method_name: str) -> list[str]:

@@ -213,3 +213,45 @@ def test_webui_interrupt_and_skip_stop_between_steps(fake_webui, flag):
         fake_webui.backend._StateProgress.update = original
     assert (status, body) == (409, {"error": f"deblurring was {flag}"})
     assert len(steps) == 2  # stopped at the next step
+
+
+# --- the Extras step's process() against the stand-in WebUI (gradio stood in by its Error class) ---------
+
+@pytest.fixture
+def extras_step(fake_webui, monkeypatch):
+    class GradioError(Exception):
+        pass
+
+    monkeypatch.setitem(sys.modules, "gradio", types.SimpleNamespace(Error=GradioError))
+    name = f"{adapter.__name__.rsplit('.', 1)[0]}.extras_step"
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    module = pack_module("webui.extras_step")
+    yield types.SimpleNamespace(step=module.DeblurExtrasStep(), GradioError=GradioError, state=fake_webui.state)
+    sys.modules.pop(name, None)
+
+
+def _pp(image):
+    return types.SimpleNamespace(image=image, info={})
+
+
+def test_extras_step_deblurs_and_records_how(extras_step):
+    photo = _photo()
+    pp = _pp(photo)
+    extras_step.step.process(pp, enable=True, method="HI-Diff", model=BUNDLED, seed=7.0, tile_size=0, precision="auto")
+    assert pp.image.size == photo.size and not np.array_equal(np.asarray(pp.image), np.asarray(photo))
+    assert pp.info == {"Deblur method": "HI-Diff", "Deblur model": BUNDLED, "Deblur seed": 7,
+                       "Deblur tile size": 0, "Deblur precision": "fp32"}
+    untouched = _pp(photo)
+    extras_step.step.process(untouched, enable=False)
+    assert untouched.image is photo and untouched.info == {}
+
+
+def test_extras_step_says_which_file_goes_where_and_leaves_an_interrupted_image(extras_step, monkeypatch):
+    monkeypatch.delenv("COMFYUI_DEBLUR_MODELS", raising=False)
+    with pytest.raises(extras_step.GradioError, match="model.pth into DeblurDiff/"):
+        extras_step.step.process(_pp(_photo()), enable=True, method="DeblurDiff", model=None)
+    extras_step.state.interrupted = True
+    photo = _photo()
+    pp = _pp(photo)
+    extras_step.step.process(pp, enable=True)
+    assert pp.image is photo and pp.info == {}
