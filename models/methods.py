@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -23,6 +23,7 @@ PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_TILE = 8192
 MIN_TILE = 64
+OOM_FIRST_TILE, OOM_SMALLEST_TILE = 512, 128  # tiles tried after running out of memory
 
 
 @dataclass(frozen=True)
@@ -204,26 +205,42 @@ def resolve_dtype(method: Method, precision: str, device: torch.device) -> torch
     return dtype
 
 
+def smaller_tile(tile: int) -> int | None:
+    """The next tile size to try after running out of memory with ``tile`` (0 = whole image), or None."""
+    smaller = OOM_FIRST_TILE if not tile or tile > OOM_FIRST_TILE else tile // 2 // 8 * 8
+    return smaller if smaller >= OOM_SMALLEST_TILE else None
+
+
 def deblur_image(method: Method, model_name: str, rgb: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, dict]:
     """``rgb`` ``[1, 3, H, W]`` in 0..1 → (deblurred ``[1, 3, H, W]`` clamped to 0..1 on the CPU, what was
-    used: method, model, seed, tile size, precision). The model is loaded for this call and released
-    after it, so nothing stays in memory between runs."""
+    used: method, model, seed, tile size, precision). Out of memory, it retries in ever smaller tiles
+    (512, 256, 128 px; the info gives the size used), as the ComfyUI nodes do. The model is loaded for
+    this call and released after it, so nothing stays in memory between runs."""
     check_settings(settings)
     device = runtime.torch_device()
     dtype = resolve_dtype(method, settings.precision, device)
     model = method.load(model_path(method, model_name), dtype).eval()
     height, width = rgb.shape[-2:]
-    tile = settings.tile_size
-    region = min(height, tile or height) * min(width, tile or width)
-    activations = method.bytes_per_pixel * torch.finfo(dtype).bits // 32 * region
     try:
-        with torch.inference_mode():
-            out = runtime.run_on_device(
-                model, runtime.module_bytes(model) + activations, method.steps(model, height, width, settings),
-                method.name, lambda net, dev, on_step: method.run(net, rgb, settings, dev, on_step), move=False)
+        while True:
+            tile = settings.tile_size
+            region = min(height, tile or height) * min(width, tile or width)
+            activations = method.bytes_per_pixel * torch.finfo(dtype).bits // 32 * region
+            try:
+                with torch.inference_mode():
+                    out = runtime.run_on_device(
+                        model, runtime.module_bytes(model) + activations, method.steps(model, height, width, settings),
+                        method.name, lambda net, dev, on_step: method.run(net, rgb, settings, dev, on_step), move=False)
+                break
+            except runtime.oom_errors():
+                smaller = smaller_tile(tile)
+                if smaller is None:
+                    raise
+                log.warning("%s: out of memory; retrying in %d px tiles", method.name, smaller)
+                settings = replace(settings, tile_size=smaller)
     finally:
         del model
         runtime.soft_empty_cache()
-    info = {"method": method.name, "model": model_name, "seed": settings.seed, "tile_size": tile,
+    info = {"method": method.name, "model": model_name, "seed": settings.seed, "tile_size": settings.tile_size,
             "precision": {v: k for k, v in PRECISIONS.items() if v is not None}[dtype]}
     return out.float().clamp(0, 1).cpu(), info

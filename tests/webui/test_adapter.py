@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -255,3 +256,30 @@ def test_extras_step_says_which_file_goes_where_and_leaves_an_interrupted_image(
     pp = _pp(photo)
     extras_step.step.process(pp, enable=True)
     assert pp.image is photo and pp.info == {}
+
+
+def test_out_of_memory_retries_in_smaller_tiles_and_says_so(tiny_model, monkeypatch):
+    class OutOfMemory(Exception):
+        pass
+
+    class SmallDevice(runtime.Host):  # fits 256 px tiles, not the whole 600 px image nor 512 px tiles
+        def oom_errors(self):
+            return (OutOfMemory,)
+
+    tiles = []
+    run = methods.HIDIFF.run
+
+    def run_within_memory(model, rgb, settings, device, on_step):
+        tiles.append(settings.tile_size)
+        if settings.tile_size == 0 or settings.tile_size > 256:
+            raise OutOfMemory("CUDA out of memory")
+        return run(model, rgb, settings, device, on_step)
+
+    monkeypatch.setattr(methods, "HIDIFF", replace(methods.HIDIFF, run=run_within_memory))
+    previous = runtime.use(SmallDevice())
+    try:
+        out, info = methods.deblur_image(methods.HIDIFF, tiny_model, torch.rand(1, 3, 40, 600), methods.Settings(seed=1))
+    finally:
+        runtime.use(previous)
+    assert tiles == [0, 512, 256] and info["tile_size"] == 256 and out.shape == (1, 3, 40, 600)
+    assert [methods.smaller_tile(t) for t in (0, 4096, 512, 256, 128)] == [512, 512, 256, 128, None]
