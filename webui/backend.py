@@ -78,6 +78,7 @@ def exclusive_job(name: str):
     visible to /sdapi/v1/progress and stoppable by /sdapi/v1/interrupt."""
     with queue_lock:
         shared.state.begin(job=name)
+        shared.state.job_count = 1  # one image: /sdapi/v1/progress then reports the steps as 0..1
         try:
             yield
         finally:

@@ -1,5 +1,6 @@
 """The repository as an extension inside a real WebUI (Forge): it loads without an error report,
-lists its models (the WebUI's models/deblur searched), refuses bad requests with a 4xx, and its API
+lists its models (the WebUI's models/deblur searched), refuses bad requests with a 4xx, reports
+progress to and is stopped by the WebUI's own progress and interrupt routes, and its API
 route deblurs an example photo exactly as the pack does directly (same model and seed, within one
 8-bit level: the WebUI runs its own torch).
 
@@ -12,6 +13,7 @@ import base64
 import io
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -85,3 +87,23 @@ def test_the_route_deblurs_like_the_pack(webui):
     print(f"route vs pack: max {difference.max()} levels, {np.mean(difference > 0) * 100:.3f}% of values differ")
     assert got.shape == expected.shape and difference.max() <= 1
     assert np.abs(got - np.asarray(Image.open(PHOTO).convert("RGB")).astype(int)).mean() > 1  # it changed the photo
+
+
+def test_progress_shows_and_interrupt_stops_a_running_request(webui):
+    encoded = base64.b64encode(PHOTO.read_bytes()).decode()
+    reply = {}
+    request = threading.Thread(target=lambda: reply.update(answer=webui.post(  # many small tiles: a long run
+        "/deblur/v1/deblur", {"image": encoded, "seed": 1, "tile_size": 64})))
+    request.start()
+    deadline, running = time.monotonic() + 120, None
+    while running is None and time.monotonic() < deadline and request.is_alive():
+        progress = webui.get("/sdapi/v1/progress?skip_current_image=true")
+        if progress["state"]["job"] == "deblur" and progress["state"]["sampling_step"] > 0:
+            running = progress
+        time.sleep(0.05)
+    assert running is not None, f"no progress seen; reply: {reply}"
+    assert 0 < running["progress"] < 1 and running["state"]["sampling_steps"] > running["state"]["sampling_step"]
+    assert webui.post("/sdapi/v1/interrupt", {})[0] == 200
+    request.join(120)
+    assert reply["answer"] == (409, {"error": "deblurring was interrupted"})
+    assert webui.get("/sdapi/v1/progress")["state"]["job"] == ""  # the job ended
