@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -47,7 +47,7 @@ class Method:
     default_seed: int
     weights: list[dict]  # the official releases: name, folder under models/deblur/, files, url
     alternative: str = ""  # other accepted forms (converted .safetensors)
-    bundled: dict[str, str] = field(default_factory=dict)  # models shipped with the pack: name → path
+    bundled: Callable[[], dict[str, str]] = dict  # the models shipped with the pack and present: name → path
     auto_dtype: Callable[[torch.device], torch.dtype] = lambda _device: torch.float32
 
     def missing_weights_help(self) -> str:
@@ -84,16 +84,16 @@ def _hidiff_find(root):
 
 
 def _hidiff_bundled() -> dict[str, str]:
-    from .hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH, default_available
+    from .hidiff import default_model
 
-    return {DEFAULT_NAME: DEFAULT_PATH} if default_available() else {}
+    return {default_model.DEFAULT_NAME: default_model.DEFAULT_PATH} if default_model.default_available() else {}
 
 
 HIDIFF_OVERLAP = 32
 HIDIFF_FILES = ["net_g.pth", "net_le_dm.pth", "net_d.pth"]
 HIDIFF = Method(
     name="HI-Diff", find_models=_hidiff_find, load=_hidiff_load, run=_hidiff_run, steps=_hidiff_steps,
-    bytes_per_pixel=6000, default_seed=100, bundled=_hidiff_bundled(),
+    bytes_per_pixel=6000, default_seed=100, bundled=_hidiff_bundled,
     alternative="or one .safetensors merged by tools/convert_hidiff.py",
     weights=[
         {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
@@ -162,7 +162,7 @@ def get_method(name: str) -> Method:
 
 def list_models(method: Method) -> list[str]:
     """The bundled models first (the default), then those found in the model folders."""
-    names = list(method.bundled)
+    names = list(method.bundled())
     return names + [n for n in runtime.find_in_model_dirs(method.find_models) if n not in names]
 
 
@@ -174,8 +174,9 @@ def default_model(method: Method) -> str | None:
 def model_path(method: Method, name: str) -> str:
     """The file or folder of a listed model. Only names the listing offers are accepted, so no
     request can reach a path outside the model folders."""
-    if name in method.bundled:
-        return method.bundled[name]
+    bundled = method.bundled()
+    if name in bundled:
+        return bundled[name]
     if name not in list_models(method):
         if not list_models(method):
             raise FileNotFoundError(method.missing_weights_help())

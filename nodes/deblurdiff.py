@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.deblurdiff import (DEFAULT_NEGATIVE, PARTS, DeblurDiff, SamplingOptions, deblur, find_deblurdiff_models,
-                                 load_deblurdiff, steps_per_image)
+from ..models import methods
+from ..models.deblurdiff import (DEFAULT_NEGATIVE, PARTS, DeblurDiff, SamplingOptions, deblur, load_deblurdiff,
+                                 steps_per_image)
 from ..models.deblurdiff.kernels import blur_kernel_maps, preview
 from ..models.deblurdiff.pipeline import decode, encode_conditions, finish, pad_to_multiple
 from . import host
@@ -48,7 +49,7 @@ class DeblurDiffHandle:
 
 
 def list_models() -> list[str]:
-    return host.find_in_model_dirs(find_deblurdiff_models) or [NO_MODEL]
+    return methods.list_models(methods.DEBLURDIFF) or [NO_MODEL]
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import methods
 from ..models.common import runtime
 from ..models.common.checkpoint import CheckpointError
-from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH, default_available
-from ..models.hidiff import HIDiff, compute_priors, deblur, find_hidiff_models, load_hidiff, restore_with_priors, steps_per_image
+from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH
+from ..models.hidiff import HIDiff, compute_priors, deblur, load_hidiff, restore_with_priors, steps_per_image
 from . import host
 from .images import join_image, split_image
 
@@ -37,9 +38,7 @@ class HIDiffHandle:
 
 
 def list_models() -> list[str]:
-    names = [DEFAULT_NAME] if default_available() else []  # the bundled model first: the default
-    names += [n for n in host.find_in_model_dirs(find_hidiff_models) if n not in names]
-    return names or [NO_MODEL]
+    return methods.list_models(methods.HIDIFF) or [NO_MODEL]  # the bundled model first: the default
 
 
 def _run(handle: HIDiffHandle, size: tuple[int, int], steps: int, desc: str, fn):

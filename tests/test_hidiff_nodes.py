@@ -31,7 +31,7 @@ def test_classic_node_api():
 
 
 def test_loader_lists_models_and_explains_when_there_is_none(models_dir, monkeypatch):
-    monkeypatch.setattr(nodes, "default_available", lambda: False)  # as if the bundled model were removed
+    monkeypatch.setattr(pack_module("models.hidiff.default_model"), "default_available", lambda: False)  # as if removed
     choices = nodes.HIDiffLoader.INPUT_TYPES()["required"]["model_name"][0]
     assert choices == [nodes.NO_MODEL]
     with pytest.raises(FileNotFoundError, match="net_g.pth"):
