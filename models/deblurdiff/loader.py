@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 
 import torch
 
 from ..common.discovery import find_models
-from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict, torch_zip_pickle
 from ..common.state_dict import load_strict, sub_state
 from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
 from .model import PARTS, DeblurDiff, DeblurDiffConfig
@@ -133,21 +132,18 @@ def save_deblurdiff(model: DeblurDiff, path: str, source: str = "", dtype: torch
 
 
 def is_deblurdiff_file(path: str) -> bool:
-    """A pack ``.safetensors`` of DeblurDiff, or a pickle whose key names are the official model's
-    (found in its ``data.pkl`` without loading any tensor)."""
+    """A pack ``.safetensors`` of DeblurDiff (header only), or a zip checkpoint whose ``data.pkl``
+    names the official model's keys (read, never unpickled or inflated). Raises CheckpointError for
+    a ``.safetensors`` or zip checkpoint that cannot be read, so the listing can say why."""
     lower = path.lower()
-    try:
-        if lower.endswith((".safetensors", ".sft")):
-            return read_metadata(path).get("method") == METHOD
-        if lower.endswith((".pth", ".pt", ".ckpt")) and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                if name is None:
-                    return False
-                data = archive.read(name)
-            return all(marker in data for marker in OFFICIAL_MARKERS)
-    except (CheckpointError, OSError, zipfile.BadZipFile):
-        return False
+    if lower.endswith(SAFETENSORS_SUFFIXES):
+        return read_metadata(path).get("method") == METHOD
+    if lower.endswith((".pth", ".pt", ".ckpt")):
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":
+                return False  # a legacy pickle or another file: never the official release
+        data = torch_zip_pickle(path)
+        return all(marker in data for marker in OFFICIAL_MARKERS)
     return False
 
 

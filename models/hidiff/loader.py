@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict
 from ..common.discovery import find_models
 from ..common.state_dict import load_strict, sub_state
 from .denoiser import SimpleDenoiser, build_denoiser
@@ -38,15 +38,14 @@ def is_official_folder(folder: str) -> bool:
 
 
 def is_hidiff_file(path: str) -> bool:
-    try:
-        return read_metadata(path).get("method") == METHOD
-    except CheckpointError:
-        return False
+    """A pack ``.safetensors`` of HI-Diff (its header only is read); raises CheckpointError for a
+    ``.safetensors`` that cannot be read, so the listing can say why it is skipped."""
+    return path.lower().endswith(SAFETENSORS_SUFFIXES) and read_metadata(path).get("method") == METHOD
 
 
 def find_hidiff_models(root: str) -> list[str]:
     """Names (relative to ``root``, '/'-separated) of the HI-Diff models under it, sorted."""
-    return find_models(root, is_official_folder, lambda path: path.endswith(".safetensors") and is_hidiff_file(path))
+    return find_models(root, is_official_folder, is_hidiff_file)
 
 
 def default_sampler(net_d_state: dict) -> SamplerConfig:
