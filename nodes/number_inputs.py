@@ -61,8 +61,7 @@ def _checked(method, label: str):
     signature = inspect.signature(method)
     specs: dict | None = None
 
-    @functools.wraps(method)
-    def run(self, *args, **kwargs):
+    def check(self, args, kwargs):
         nonlocal specs
         if specs is None:  # read on first use: INPUT_TYPES may list models, not wanted at import
             specs = number_inputs(type(self))
@@ -71,7 +70,17 @@ def _checked(method, label: str):
                     for problem in [number_problem(name, bound[name], kind, options)] if problem]
         if problems:
             raise ValueError(f"{label}: " + "; ".join(problems))
-        return method(self, *args, **kwargs)
+
+    if inspect.iscoroutinefunction(method):  # ComfyUI awaits async node functions: stay one
+        @functools.wraps(method)
+        async def run(self, *args, **kwargs):
+            check(self, args, kwargs)
+            return await method(self, *args, **kwargs)
+    else:
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            check(self, args, kwargs)
+            return method(self, *args, **kwargs)
 
     run.checks_numbers = True
     return run

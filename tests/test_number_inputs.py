@@ -65,3 +65,25 @@ def test_the_guard_wraps_each_function_once():
     number_inputs.guard_number_inputs(pack.NODE_CLASS_MAPPINGS)
     for node_class in pack.NODE_CLASS_MAPPINGS.values():
         assert not getattr(getattr(node_class, node_class.FUNCTION).__wrapped__, "checks_numbers", False)
+
+
+def test_async_node_functions_stay_async():
+    import asyncio
+
+    class AsyncNode:
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"amount": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0})}}
+
+        async def run(self, amount):
+            return (amount * 2,)
+
+    number_inputs.guard_number_inputs({"AsyncNode": AsyncNode})
+    import inspect
+
+    assert inspect.iscoroutinefunction(AsyncNode.run)
+    assert asyncio.run(AsyncNode().run(amount=0.25)) == (0.5,)
+    with pytest.raises(ValueError, match="AsyncNode: amount must be a finite number"):
+        asyncio.run(AsyncNode().run(amount=math.nan))
