@@ -109,12 +109,15 @@ def test_a_failing_folder_is_one_line_and_the_batch_goes_on(tmp_path, identity_m
     assert (good / "a_deblurred.png").exists()
 
 
-@pytest.mark.parametrize("case", ["out is a file", "overlap beyond the auto tile", "negative overlap", "bad tile"])
+@pytest.mark.parametrize("case", ["out is a file", "out is read-only", "overlap beyond the auto tile", "negative overlap", "bad tile"])
 def test_option_errors_come_before_the_model_loads(tmp_path, monkeypatch, capsys, case):
     photo(tmp_path / "in.png")
     (tmp_path / "file").write_bytes(b"x")
     monkeypatch.setattr(deblur, "load_model", lambda *a: pytest.fail("the model was loaded"))
-    options = {"out is a file": ["--out", tmp_path / "file"], "overlap beyond the auto tile": ["--overlap", 600],
+    if case == "out is read-only":  # simulated: the tests may run as root, who may write anywhere
+        monkeypatch.setattr(deblur.os, "access", lambda path, mode: not os.path.samefile(path, tmp_path))
+    options = {"out is a file": ["--out", tmp_path / "file"], "out is read-only": ["--out", tmp_path],
+               "overlap beyond the auto tile": ["--overlap", 600],
                "negative overlap": ["--overlap", -1], "bad tile": ["--tile", "big"]}[case]
     assert run(tmp_path / "in.png", *options) == 2
     assert capsys.readouterr().err.startswith("error: ")
