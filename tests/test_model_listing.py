@@ -160,3 +160,17 @@ def test_depth_and_special_files_are_bounded(tmp_path):
     (tmp_path / "shallow.model").write_bytes(b"x")
     os.mkfifo(tmp_path / "fifo.model")
     assert discovery.find_models(str(tmp_path), is_model_file=counting_predicate) == ["shallow.model"]
+
+
+def test_a_file_fixed_in_place_is_listed_without_any_folder_changing(tmp_path, official):
+    """A truncated download overwritten in place by a good copy (the folder's time does not change)."""
+    target = tmp_path / "model.pth"
+    target.write_bytes(open(official, "rb").read()[:5000])
+    assert dd.find_deblurdiff_models(str(tmp_path)) == []
+    folder_time = os.stat(tmp_path).st_mtime_ns
+    with open(target, "r+b") as handle:
+        handle.write(open(official, "rb").read())
+    os.utime(tmp_path, ns=(folder_time, folder_time))
+    assert dd.find_deblurdiff_models(str(tmp_path)) == ["model.pth"]
+    assert hidiff.find_hidiff_models(str(tmp_path)) == []  # another kind's listing of the same folder
+    assert dd.find_deblurdiff_models(str(tmp_path)) == ["model.pth"]

@@ -3,7 +3,8 @@
 The lists are built on every ``/object_info`` request and every prompt check, and a model folder is
 user-controlled, so the walk is bounded (depth, entries, symlink loops cut by real path), each file
 is classified by its header once per size and modification time, and a whole listing is reused
-until one of the folders it walked changes (as ComfyUI caches its own model lists). A file that
+until one of the folders it walked, or a file it could not read, changes (ComfyUI caches its own
+model lists by folder times too). A file that
 cannot be classified is skipped with one log line and never breaks the listing.
 """
 from __future__ import annotations
@@ -21,8 +22,10 @@ MAX_DEPTH = 8  # folders below a model root
 MAX_ENTRIES = 20_000  # folder entries looked at per listing
 
 Predicate = Callable[[str], bool]
-_listings: dict[tuple, tuple[dict[str, int], list[str]]] = {}
-_verdicts: dict[tuple, tuple[tuple[int, int], bool]] = {}
+Stamp = tuple[int, int] | None  # (size, modification time) of a folder or file; None if it cannot be read
+_listings: dict[tuple, tuple[dict[str, Stamp], list[str]]] = {}
+_verdicts: dict[tuple, tuple[Stamp, bool]] = {}
+_unreadable: dict[tuple, Stamp] = {}  # files skipped for an error: watched, so a fixed copy is listed
 _reported: set[tuple] = set()
 
 
@@ -45,21 +48,24 @@ def find_models(root: str, is_model_folder: Predicate | None = None, is_model_fi
 def clear_cache() -> None:
     _listings.clear()
     _verdicts.clear()
+    _unreadable.clear()
 
 
-def _unchanged(folders: dict[str, int]) -> bool:
-    for folder, mtime in folders.items():
-        try:
-            if os.stat(folder).st_mtime_ns != mtime:
-                return False
-        except OSError:
-            if mtime != -1:
-                return False
-    return True
+def _stamp(path: str) -> Stamp:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
-def _walk(root: str, is_model_folder: Predicate | None, is_model_file: Predicate | None) -> tuple[dict[str, int], list[str]]:
-    folders: dict[str, int] = {}
+def _unchanged(watched: dict[str, Stamp]) -> bool:
+    return all(_stamp(path) == stamp for path, stamp in watched.items())
+
+
+def _walk(root: str, is_model_folder: Predicate | None, is_model_file: Predicate | None) -> tuple[dict[str, Stamp], list[str]]:
+    """(folders walked and unreadable files met, with their stamps; names found)."""
+    watched: dict[str, Stamp] = {}
     found: list[str] = []
     seen: set[str] = set()
     budget = MAX_ENTRIES
@@ -67,7 +73,7 @@ def _walk(root: str, is_model_folder: Predicate | None, is_model_file: Predicate
     while pending:
         folder, rel, depth = pending.popleft()
         try:
-            folders[folder] = os.stat(folder).st_mtime_ns
+            watched[folder] = _stamp(folder)
             real = os.path.realpath(folder)
             if real in seen:
                 _report(("loop", real), "deblur: %s leads back to %s (a link loop); not walked again", folder, real)
@@ -76,7 +82,7 @@ def _walk(root: str, is_model_folder: Predicate | None, is_model_file: Predicate
             with os.scandir(folder) as scan:
                 entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError:
-            folders.setdefault(folder, -1)
+            watched.setdefault(folder, None)
             continue
         if rel and is_model_folder and _verdict(is_model_folder, folder, None):
             found.append(rel)
@@ -86,15 +92,18 @@ def _walk(root: str, is_model_folder: Predicate | None, is_model_file: Predicate
                 if entry.is_dir():
                     if depth < MAX_DEPTH:
                         pending.append((entry.path, name, depth + 1))
-                elif is_model_file and entry.is_file() and _verdict(is_model_file, entry.path, entry):
-                    found.append(name)
+                elif is_model_file and entry.is_file():
+                    if _verdict(is_model_file, entry.path, entry):
+                        found.append(name)
+                    elif (is_model_file, entry.path) in _unreadable:
+                        watched[entry.path] = _unreadable[(is_model_file, entry.path)]
             except OSError:
                 continue
         budget -= min(len(entries), budget)
         if budget <= 0:
             _report(("entries", root), "deblur: stopped listing %s after %d entries", root, MAX_ENTRIES)
             break
-    return folders, sorted(found, key=str.lower)
+    return watched, sorted(found, key=str.lower)
 
 
 def _verdict(predicate: Predicate, path: str, entry: os.DirEntry | None) -> bool:
@@ -103,17 +112,20 @@ def _verdict(predicate: Predicate, path: str, entry: os.DirEntry | None) -> bool
         info = entry.stat() if entry is not None else os.stat(path)
     except OSError:
         return False
-    signature = (info.st_size, info.st_mtime_ns)
+    signature: Stamp = (info.st_size, info.st_mtime_ns)
     key = (predicate, path)
     cached = _verdicts.get(key)
     if cached is not None and cached[0] == signature:
         return cached[1]
+    _unreadable.pop(key, None)
     try:
         result = bool(predicate(path))
     except CheckpointError as error:
+        _unreadable[key] = signature
         _report((path, signature, error.problem), "deblur: skipped %s: %s", path, error.problem)
         result = False
     except Exception as error:  # a model list must survive any file
+        _unreadable[key] = signature
         _report((path, signature, repr(error)), "deblur: skipped %s: %s", path, error)
         result = False
     _verdicts[key] = (signature, result)
