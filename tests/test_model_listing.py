@@ -105,7 +105,7 @@ def test_symlink_loops_end_and_list_each_model_once(tmp_path):
     worker.join(10)
     assert result, "the listing did not end within 10 s"
     assert result[0] == ["HI_Diff_GoPro"]
-    assert time.perf_counter() - started < 2
+    assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize("content", [b"<!DOCTYPE html><html>Google Drive: virus scan warning</html>", "truncated"])
