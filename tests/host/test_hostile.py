@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_host import ComfyHost
+from comfy_host import ComfyError, ComfyHost
 
 ROOT = Path(__file__).resolve().parents[2]
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
@@ -138,6 +138,27 @@ def test_cancel_stops_a_whole_image_run_quickly(host):
     (OUT / "cancel_delay.json").write_text(json.dumps({"size": size, "delay_s": round(delay, 3)}))
     assert "execution_interrupted" in kinds, kinds
     assert delay < 3, f"Cancel took {delay:.2f} s"
+
+
+@pytest.mark.parametrize("node,inputs,words", [
+    ("DeblurCompare", {"image_a": ["1", 0], "image_b": ["1", 0], "mode": "split", "split_position": float("nan"),
+                       "label_a": "a", "label_b": "b"}, "split_position must be a finite number"),
+    ("HIDiffDeblur", {"model": ["3", 0], "image": ["1", 0], "seed": 1, "tile_size": 1, "tile_overlap": 0},
+     "tile_size must be 0 plus a multiple of 8, got 1"),
+], ids=["NaN split", "1 px tiles"])
+def test_numbers_sent_through_the_api_are_checked(host, node, inputs, words):
+    photo = next(p.name for p in host.input_dir.iterdir() if p.name.startswith("deblur_example"))
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": photo}},
+              "2": {"class_type": node, "inputs": inputs},
+              "3": {"class_type": "HIDiffLoader", "inputs": {"model_name": "(bundled) hidiff_compact_synthetic", "precision": "fp32"}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    if node == "DeblurCompare":
+        del prompt["3"], prompt["4"]
+    started = time.perf_counter()
+    with pytest.raises(ComfyError) as error:  # refused by the server's own checks, or by the node's
+        host.wait(host.queue(prompt), 60)
+    assert words in str(error.value)
+    assert time.perf_counter() - started < 30
 
 
 def _running(host, prompt_id) -> bool:
