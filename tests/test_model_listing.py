@@ -100,12 +100,10 @@ def test_symlink_loops_end_and_list_each_model_once(tmp_path):
     os.symlink(str(tmp_path), tmp_path / "HI_Diff_GoPro" / "up")
     result = []
     worker = threading.Thread(target=lambda: result.append(hidiff.find_hidiff_models(str(tmp_path))), daemon=True)
-    started = time.perf_counter()
     worker.start()
     worker.join(10)
     assert result, "the listing did not end within 10 s"
     assert result[0] == ["HI_Diff_GoPro"]
-    assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize("content", [b"<!DOCTYPE html><html>Google Drive: virus scan warning</html>", "truncated"])
