@@ -9,13 +9,13 @@ plugs in with one ``Method(...)`` entry appended to :data:`METHODS`.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
 from .common import runtime
+from .common.model_paths import resolve_model_name
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def _hidiff_load(path, dtype):
 def _hidiff_run(model, rgb, settings, device, on_step):
     from .hidiff import deblur
 
-    return deblur(model.to(device), rgb.to(device), settings.seed, settings.tile_size, HIDIFF_OVERLAP, on_step)
+    return deblur(model.to(device), rgb.to(device), settings.seed, settings.tile_size, HIDIFF_OVERLAP, on_step,
+                  runtime.check_interrupt)  # also between the restoration's blocks
 
 
 def _hidiff_steps(model, height, width, settings):
@@ -172,8 +173,8 @@ def default_model(method: Method) -> str | None:
 
 
 def model_path(method: Method, name: str) -> str:
-    """The file or folder of a listed model. Only names the listing offers are accepted, so no
-    request can reach a path outside the model folders."""
+    """The file or folder of a listed model. Only names the listing offers are accepted, and they
+    resolve confined to the model folders (``common/model_paths.py``)."""
     bundled = method.bundled()
     if name in bundled:
         return bundled[name]
@@ -181,11 +182,7 @@ def model_path(method: Method, name: str) -> str:
         if not list_models(method):
             raise FileNotFoundError(method.missing_weights_help())
         raise FileNotFoundError(f"{method.name}: no model named {name!r}; available: {', '.join(list_models(method))}")
-    for root in runtime.model_dirs():
-        path = os.path.join(root, *name.split("/"))
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"{method.name}: model {name!r} disappeared from the model folders")
+    return resolve_model_name(name, runtime.model_dirs())
 
 
 def check_settings(settings: Settings) -> None:

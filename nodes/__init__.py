@@ -6,3 +6,7 @@ from . import weights_help  # noqa: F401  (serves /deblur/weights and /deblur/re
 
 NODE_CLASS_MAPPINGS = {**hidiff.NODE_CLASS_MAPPINGS, **blur_lab.NODE_CLASS_MAPPINGS, **deblurdiff.NODE_CLASS_MAPPINGS}
 NODE_DISPLAY_NAME_MAPPINGS = {**hidiff.NODE_DISPLAY_NAME_MAPPINGS, **blur_lab.NODE_DISPLAY_NAME_MAPPINGS, **deblurdiff.NODE_DISPLAY_NAME_MAPPINGS}
+
+from .number_inputs import guard_number_inputs  # noqa: E402
+
+guard_number_inputs(NODE_CLASS_MAPPINGS)  # last: every node registered above, whoever added it

@@ -41,6 +41,11 @@ def list_models() -> list[str]:
     return methods.list_models(methods.HIDIFF) or [NO_MODEL]  # the bundled model first: the default
 
 
+def _check() -> None:
+    """Cancel between the restoration's blocks (looked up on each call, so tests can stand in for the host)."""
+    host.check_interrupt()
+
+
 def _run(handle: HIDiffHandle, size: tuple[int, int], steps: int, desc: str, fn):
     """``fn(model, device, on_step)`` on the compute device (see ``runtime.run_on_device``); ``size`` is
     the largest region processed at once, for the memory request."""
@@ -127,7 +132,7 @@ class HIDiffRestore:
             raise ValueError(f"prior: made for a batch of {prior.shape[0]} images but the image batch has {b}")
         priors = prior.expand(b, *expected)
         restored = _run(model, (h, w), b, "HI-Diff restore",
-                        lambda net, device, on_step: restore_with_priors(net, split.rgb.to(device), priors.to(device), on_step))
+                        lambda net, device, on_step: restore_with_priors(net, split.rgb.to(device), priors.to(device), on_step, _check))
         return (join_image(restored, split, host.output_device()),)
 
 
@@ -159,7 +164,7 @@ class HIDiffDeblur:
             steps = b * steps_per_image(model.model, h, w, tile, overlap)
             try:
                 restored = _run(model, (min(h, tile or h), min(w, tile or w)), steps, "HI-Diff",
-                                lambda net, device, on_step: deblur(net, split.rgb.to(device), seed, tile, overlap, on_step))
+                                lambda net, device, on_step: deblur(net, split.rgb.to(device), seed, tile, overlap, on_step, _check))
                 break
             except host.oom_errors():
                 tile = 512 if not tile or tile > 512 else tile // 2

@@ -13,6 +13,7 @@ import os
 import torch
 
 from ..models.common import runtime
+from ..models.common.model_paths import resolve_model_name
 from ..models.common.runtime import ENV_MODELS, MODEL_FOLDER, Progress, module_bytes  # noqa: F401 (public names)
 
 try:  # ComfyUI's own top-level modules; absent outside the host
@@ -93,24 +94,40 @@ ENV_NO_EXAMPLES = "COMFYUI_DEBLUR_NO_EXAMPLES"
 
 
 def copy_examples(input_dir: str, examples_dir: str = EXAMPLES_DIR) -> list[str]:
-    """Copy the pack's example photos into ``input_dir`` where no file of that name exists yet.
+    """Copy the pack's example photos into ``input_dir`` where no entry of that name exists yet.
 
     LoadImage lists only ComfyUI's input folder, so this is what lets the bundled workflows open
-    with their photo already selected. A user's file of the same name is never overwritten.
+    with their photo already selected. A user's file of the same name is never overwritten, and
+    nothing is written through a link (even a dangling one): each copy is created exclusively.
     Returns the names copied.
     """
-    import shutil
-
     if not os.path.isdir(examples_dir):
         return []
     copied = []
     for name in sorted(os.listdir(examples_dir)):
         target = os.path.join(input_dir, name)
-        if name.lower().endswith(EXAMPLE_SUFFIXES) and not os.path.exists(target):
+        if name.lower().endswith(EXAMPLE_SUFFIXES) and not os.path.lexists(target):
             os.makedirs(input_dir, exist_ok=True)
-            shutil.copyfile(os.path.join(examples_dir, name), target)
-            copied.append(name)
+            if _create_copy(os.path.join(examples_dir, name), target):
+                copied.append(name)
     return copied
+
+
+def _create_copy(source: str, target: str) -> bool:
+    """Copy into a file that this call creates (O_EXCL: never an existing file or link's target)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(target, flags, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(descriptor, "wb") as out, open(source, "rb") as data:
+            while chunk := data.read(1 << 20):
+                out.write(chunk)
+    except BaseException:
+        os.unlink(target)
+        raise
+    return True
 
 
 def install_examples() -> list[str]:
@@ -140,15 +157,8 @@ def find_in_model_dirs(find) -> list[str]:
 
 
 def resolve_model(name: str) -> str:
-    """The full path of a model listed by name (relative to one of :func:`model_dirs`)."""
-    if os.path.isabs(name) and os.path.exists(name):
-        return name
-    for root in model_dirs():
-        path = os.path.join(root, *name.split("/"))
-        if os.path.exists(path):
-            return path
-    raise FileNotFoundError(f"model {name!r} not found in {model_dirs() or 'any model folder'}; "
-                            f"put it under models/{MODEL_FOLDER}/ (see the README's weights table)")
+    """The full path of a model listed by name, confined to :func:`model_dirs` (no absolute paths or '..')."""
+    return resolve_model_name(name, model_dirs(), f"put it under models/{MODEL_FOLDER}/ (see the README's weights table)")
 
 
 torch_device = runtime.torch_device

@@ -47,13 +47,15 @@ def test_deblur_folder_keeps_modes_skips_bad_files_and_never_overwrites_inputs(t
     picture(folder / "a.png", "RGB")
     picture(folder / "b.png", "RGBA", seed=1)
     picture(folder / "g.png", "L", seed=2)
-    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "broken.png").write_bytes(b"not an image at all")  # named like one: left out, with a note
+    (folder / "cut.png").write_bytes((folder / "a.png").read_bytes()[:60])  # an image, truncated: a failure
     picture(folder / "old_deblurred.png", "RGB", seed=3)  # a previous output: not taken as an input
     before = {p.name: digest(p) for p in folder.iterdir()}
     status = deblur.main([str(folder), "--model", tiny_model, "--device", "cpu"])
-    assert status == 1  # the broken file was skipped and reported
+    assert status == 1  # the truncated image was skipped and reported
     err = capsys.readouterr()
-    assert "broken.png" in err.out + err.err
+    assert "left out " + str(folder / "broken.png") in err.err
+    assert "skipped " + str(folder / "cut.png") in err.out + err.err
     for name, mode in (("a", "RGB"), ("b", "RGBA"), ("g", "L")):
         with Image.open(folder / f"{name}_deblurred.png") as out:
             assert out.mode == mode and out.size == (36, 28)

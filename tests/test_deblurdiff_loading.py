@@ -149,7 +149,7 @@ def test_other_files_get_clear_errors(micro_file, tmp_path):
         dd.load_deblurdiff(str(tmp_path / "other.pth"))
     parts = {f"{p}x": torch.zeros(1) for p in dd.loader.PACK_PREFIXES.values()}
     save_file(parts, str(tmp_path / "broken.safetensors"), metadata={"method": "deblurdiff", "config": "{"})
-    with pytest.raises(CheckpointError, match="metadata is unreadable"):
+    with pytest.raises(CheckpointError, match="metadata field 'config' is not valid JSON"):
         dd.load_deblurdiff(str(tmp_path / "broken.safetensors"))
 
 

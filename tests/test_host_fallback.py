@@ -64,3 +64,36 @@ def test_half_precision_stays_close_to_fp32(models_dir, precision):
     (a,) = nodes.HIDiffDeblur().deblur(full, image, 1)
     (b,) = nodes.HIDiffDeblur().deblur(half, image, 1)
     assert b.dtype == torch.float32 and (a - b).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("node", ["deblur", "restore"])
+def test_cancel_reaches_inside_the_restoration_pass(models_dir, monkeypatch, node):
+    """A whole large image spends seconds in one restoration pass: Cancel is checked between its
+    transformer blocks, so the pass stops before its output layer, and the model is offloaded."""
+    os.symlink(os.path.join(DATA, "hidiff_tiny"), models_dir / "HI_Diff_GoPro")
+    (model,) = nodes.HIDiffLoader().load("HI_Diff_GoPro")
+    net_g = model.model.net_g
+    events = []
+    hooks = [net_g.register_forward_pre_hook(lambda *_: events.append("restoring")),
+             net_g.output.register_forward_hook(lambda *_: events.append("finished"))]
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_once_restoring():
+        if "restoring" in events:
+            raise Interrupted
+
+    monkeypatch.setattr(host, "check_interrupt", interrupt_once_restoring)
+    image = torch.rand(1, 16, 16, 3)
+    try:
+        with pytest.raises(Interrupted):
+            if node == "deblur":
+                nodes.HIDiffDeblur().deblur(model, image, 0)
+            else:
+                nodes.HIDiffRestore().restore(model, image, torch.zeros(1, *model.model.prior_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert "finished" not in events, "the restoration pass ran to its end before Cancel was seen"
+    assert next(model.model.parameters()).device == host.offload_device()

@@ -10,7 +10,10 @@ from _pack import pack_module
 
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise SystemExit(f"error: --device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise SystemExit("error: --device cuda asked for but CUDA is not available in this torch")
         return device
@@ -39,9 +42,15 @@ def resolve_model(name: str | None) -> tuple[str, str]:
 
 
 def load_model(path: str, device: torch.device, precision: str = "fp32"):
+    """The HI-Diff model at ``path``; a bad file ends the tool with one line naming it and the problem."""
     hidiff = pack_module("models.hidiff")
+    checkpoint = pack_module("models.common.checkpoint")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return hidiff.load_hidiff(path).set_precision(dtype).to(device).eval()
+    try:
+        model = hidiff.load_hidiff(path)
+    except (checkpoint.CheckpointError, OSError) as error:
+        raise SystemExit(f"error: {error}") from None
+    return model.set_precision(dtype).to(device).eval()
 
 
 class PeakMemory:

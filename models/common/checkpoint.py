@@ -6,8 +6,10 @@ stack trace from deep inside torch or pickle.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import struct
 import zipfile
 from typing import Mapping
 
@@ -17,6 +19,12 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Wrappers used by BasicSR ("params", "params_ema"), Lightning ("state_dict") and others.
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
+# Bounds on what is read to classify or open a file, far above any real model's (a DeblurDiff
+# header is ~0.3 MB, its data.pkl ~0.5 MB): a hostile file costs at most this much, once.
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_ZIP_DIRECTORY_BYTES = 16 * 2**20
+MAX_ZIP_ENTRIES = 200_000
+MAX_PICKLE_BYTES = 64 * 2**20
 
 
 class CheckpointError(ValueError):
@@ -55,18 +63,113 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     path = os.fspath(path)
     if not path.lower().endswith(SAFETENSORS_SUFFIXES):
         return {}
-    from safetensors import safe_open
+    metadata = safetensors_header(path).get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(path, "not a readable safetensors file (its metadata is not a table of strings)")
+    return metadata
 
+
+def safetensors_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a ``.safetensors`` file, read without touching the tensors (at most
+    :data:`MAX_HEADER_BYTES`), checked against the file's size so a truncated file is named as such."""
+    path = os.fspath(path)
     try:
-        with safe_open(path, framework="pt") as handle:
-            return dict(handle.metadata() or {})
-    except Exception as error:  # safetensors raises its own error types
-        raise CheckpointError(path, f"not a readable safetensors file ({_short(error)})") from None
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+                raise CheckpointError(path, _not_safetensors(head, length, size))
+            text = handle.read(length)
+    except OSError as error:
+        raise CheckpointError(path, f"cannot be read ({_short(error)})") from None
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(path, "not a readable safetensors file (its header is not JSON; corrupted?)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a readable safetensors file (its header is not a table)")
+    ends = [entry.get("data_offsets", [0, 0])[1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
+            and len(entry["data_offsets"]) == 2]
+    if any(not isinstance(end, int) for end in ends):
+        raise CheckpointError(path, "not a readable safetensors file (bad tensor offsets in its header)")
+    if 8 + length + max(ends, default=0) > size:
+        raise CheckpointError(path, "the file is truncated (an interrupted download?): its header describes "
+                                    f"{8 + length + max(ends)} bytes, the file has {size}")
+    return header
+
+
+def _not_safetensors(head: bytes, length: int, size: int) -> str:
+    if head[:1] in (b"<", b"{") or head[:5].lower() == b"<!doc":
+        return f"not a safetensors file (it starts with {head[:8]!r}; a web page saved by mistake?)"
+    if length > MAX_HEADER_BYTES and 8 + length <= size:
+        return f"not a usable safetensors file (its header claims {length} bytes, more than the {MAX_HEADER_BYTES} accepted)"
+    return "not a safetensors file, or truncated (an interrupted download?)"
+
+
+def torch_zip_pickle(path: str | os.PathLike) -> bytes:
+    """The ``data.pkl`` of a zip-format PyTorch checkpoint, without unpickling or inflating anything.
+
+    ``torch.save`` stores every entry uncompressed, so a compressed entry means the file was not
+    written by torch (a zip bomb costs nothing here); the zip directory and the pickle are read
+    only up to :data:`MAX_ZIP_DIRECTORY_BYTES` and :data:`MAX_PICKLE_BYTES`."""
+    path = os.fspath(path)
+    infos = _torch_zip_entries(path)
+    pickles = [info for info in infos if info.filename == "data.pkl" or info.filename.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise CheckpointError(path, "not a PyTorch checkpoint (a zip without exactly one data.pkl)")
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(path, f"its data.pkl is {pickles[0].file_size} bytes, more than the {MAX_PICKLE_BYTES} accepted")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(pickles[0])
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise CheckpointError(path, f"the file is truncated or corrupted ({_short(error)})") from None
+
+
+def _torch_zip_entries(path: str) -> list[zipfile.ZipInfo]:
+    """The entries of a zip checkpoint after bounding its directory, all of them stored uncompressed."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            entries, directory = _zip_directory_size(path, handle, size)
+        if entries > MAX_ZIP_ENTRIES or directory > MAX_ZIP_DIRECTORY_BYTES:
+            raise CheckpointError(path, f"its zip directory lists {entries} entries in {directory} bytes, more than any checkpoint")
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (OSError, zipfile.BadZipFile, EOFError, struct.error) as error:
+        raise CheckpointError(path, f"the file is truncated or corrupted ({_short(error)})") from None
+    compressed = [info.filename for info in infos if info.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(path, f"not written by torch.save: {len(compressed)} compressed entries (e.g. {compressed[0]!r}); "
+                                    "refusing to inflate it")
+    return infos
+
+
+def _zip_directory_size(path: str, handle, size: int) -> tuple[int, int]:
+    """(entries, bytes) of the zip's central directory from its end record (zip64 aware)."""
+    tail_length = min(size, 22 + 65535)
+    handle.seek(size - tail_length)
+    tail = handle.read(tail_length)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        raise CheckpointError(path, "the file is truncated or corrupted (no zip directory at its end; an interrupted download?)")
+    entries, directory = struct.unpack("<HI", tail[at + 10:at + 16])
+    if (entries == 0xFFFF or directory == 0xFFFFFFFF) and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+        (record,) = struct.unpack("<Q", tail[at - 12:at - 4])
+        handle.seek(record)
+        zip64 = handle.read(56)
+        if len(zip64) < 56 or zip64[:4] != b"PK\x06\x06":
+            raise CheckpointError(path, "the file is truncated or corrupted (a broken zip64 directory)")
+        entries, directory = struct.unpack("<QQ", zip64[32:48])
+    return entries, directory
 
 
 def _read_safetensors(path: str) -> dict:
     from safetensors.torch import load_file
 
+    safetensors_header(path)  # names a truncated or foreign file before safetensors sees it
     try:
         return load_file(path, device="cpu")
     except Exception as error:
@@ -80,6 +183,8 @@ def _read_pickle(path: str, mmap: bool = False):
         raise CheckpointError(path, "the file is truncated or corrupted (an interrupted download?)")
     if not head.startswith((b"PK", b"\x80")):
         raise CheckpointError(path, f"not a PyTorch checkpoint (it starts with {head!r}; a web page saved by mistake?)")
+    if head.startswith(b"PK"):
+        _torch_zip_entries(path)  # bounded directory, nothing compressed: torch.load inflates nothing
     try:
         if mmap and head.startswith(b"PK"):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

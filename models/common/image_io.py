@@ -3,6 +3,7 @@ line tools and datasets. A file that cannot be read raises :class:`ImageReadErro
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import torch
@@ -22,20 +23,50 @@ def is_image_name(name: str) -> bool:
 
 
 def list_images(folder: str, recursive: bool = False) -> list[str]:
-    """Image files in ``folder`` (sorted, paths joined to it)."""
+    """Regular image files in ``folder`` by name (sorted, paths joined to it); FIFOs, devices and
+    folders named like images are left out, since opening them could block or fail."""
     if recursive:
         found = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names if is_image_name(name)]
     else:
         found = [os.path.join(folder, name) for name in os.listdir(folder) if is_image_name(name)]
-    return sorted(found)
+    return sorted(path for path in found if is_regular_file(path))
+
+
+def is_regular_file(path: str) -> bool:
+    """A regular file (links followed): reading anything else (a FIFO, a device) could block for ever."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def looks_like_image(path: str) -> bool:
+    """Whether Pillow recognises the file's header as an image (nothing is decoded)."""
+    if not is_regular_file(path):
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return False
 
 
 def read_image(path: str) -> torch.Tensor:
     """``[3, H, W]`` float32 in 0..1; grey is repeated to RGB, alpha dropped, 16-bit scaled."""
+    return read_image_and_alpha(path)[0]
+
+
+def read_image_and_alpha(path: str) -> tuple[torch.Tensor, str, np.ndarray | None]:
+    """As :func:`read_image`, plus the file's Pillow mode and its alpha channel (or None), for
+    writers that give a result back in the input's form."""
+    if os.path.lexists(path) and not is_regular_file(path):
+        raise ImageReadError(path, "not a regular file")
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            mode = image.mode
+            alpha = np.asarray(image.getchannel("A")) if "A" in image.getbands() else None
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(image, dtype=np.float32) / 65535.0
                 array = np.repeat(array[..., None], 3, -1)
             else:
@@ -44,7 +75,7 @@ def read_image(path: str) -> torch.Tensor:
         raise ImageReadError(path, "file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise ImageReadError(path, f"not a readable image ({' '.join(str(error).split()) or type(error).__name__})") from None
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).clamp(0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).clamp(0, 1), mode, alpha
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,19 @@ def shape_of(state: dict, key: str, source: str) -> torch.Size:
     return state[key].shape
 
 
+def require_finite(state: dict, source: str, chunk: int = 1 << 24) -> None:
+    """Refuse NaN or infinite weights (they give black images with no other sign), checked in
+    chunks so a multi-gigabyte state needs no second copy."""
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        flat = value.reshape(-1)
+        for start in range(0, flat.numel(), chunk):
+            if not torch.isfinite(flat[start:start + chunk]).all():
+                raise CheckpointError(source, f"the entry {key!r} holds NaN or infinite values; the file is damaged "
+                                              "(or a training run diverged): use another copy")
+
+
 def load_strict(module: nn.Module, state: dict, source: str, limit: int = 5, assign: bool = False) -> None:
     """``load_state_dict(strict=True)`` with a message that lists what disagrees, first few only.
 

@@ -16,14 +16,14 @@ Sizes always come from the tensors' shapes, so reduced models of the same archit
 from __future__ import annotations
 
 import json
+import math
 import os
-import zipfile
 
 import torch
 
 from ..common.discovery import find_models
-from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
-from ..common.state_dict import load_strict, sub_state
+from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict, torch_zip_pickle
+from ..common.state_dict import load_strict, require_finite, sub_state
 from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
 from .model import PARTS, DeblurDiff, DeblurDiffConfig
 
@@ -59,6 +59,60 @@ def config_from_official(parts: dict[str, dict], source: str) -> DeblurDiffConfi
     if problems:
         raise CheckpointError(source, "parts do not fit together: " + "; ".join(problems))
     return config
+
+
+MAX_SIZE = 1 << 16  # channels, widths, vocabulary: far above SD 2.1's, far below what could exhaust memory
+
+
+def config_from_metadata(metadata: dict[str, str], states: dict[str, dict], path: str) -> DeblurDiffConfig:
+    """The configuration a pack file records, validated before any network is built from it: every
+    number finite and bounded, every count (levels, blocks, layers) at most the part's tensor count,
+    so a hostile file cannot make construction take unbounded time; shapes are then checked strictly."""
+    def fail(problem):
+        raise CheckpointError(path, f"its metadata field 'config' {problem}; convert the official model.pth again")
+
+    try:
+        data = json.loads(metadata["config"])
+    except KeyError:
+        fail("is missing")
+    except ValueError:
+        fail("is not valid JSON")
+    if not isinstance(data, dict):
+        fail("is not a table of settings")
+    for where, value in _numbers(data):
+        if isinstance(value, float) and not (math.isfinite(value) and 0 < value < MAX_SIZE) or \
+                isinstance(value, int) and not 0 <= value <= MAX_SIZE:
+            fail(f"has {where} = {value!r}, out of range")
+    try:
+        config = DeblurDiffConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        fail(f"is malformed ({type(error).__name__}: {error})")
+    counts = {name: [len(part.channel_mult), part.num_res_blocks, *part.transformer_depth,
+                     len(part.channel_mult) * part.num_res_blocks] for name, part in
+              (("unet", config.unet), ("controlnet", config.controlnet), ("lkpn", config.lkpn))}
+    counts["vae"] = [len(config.vae.channel_mult), len(config.vae.channel_mult) * config.vae.num_res_blocks]
+    counts["text_encoder"] = [config.text_encoder.layers, config.text_encoder.skip_last]
+    for name, values in counts.items():
+        if max(values) > len(states[name]):
+            fail(f"describes {max(values)} levels, blocks or layers for the {name}, which has only {len(states[name])} tensors")
+    if not any(part.head_channels for part in (config.unet, config.controlnet, config.lkpn)) or \
+            min(part.head_channels for part in (config.unet, config.controlnet, config.lkpn)) < 1:
+        fail("has a head width of 0")
+    return config
+
+
+def _numbers(value, where="config"):
+    """(location, number) of every number in a JSON value; booleans are not numbers here."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        if len(value) > 64:
+            yield f"{where} (length)", len(value) * MAX_SIZE
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{where}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield where, value
 
 
 def official_to_pack(parts: dict[str, dict], config: DeblurDiffConfig, source: str) -> dict[str, dict]:
@@ -99,11 +153,7 @@ def read_deblurdiff(path: str) -> tuple[DeblurDiffConfig, dict[str, dict], dict[
     state = read_state_dict(path, mmap=True)
     if metadata.get("method") == METHOD:
         states = split_parts(state, PACK_PREFIXES, path)
-        try:
-            config = DeblurDiffConfig.from_dict(json.loads(metadata["config"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(path, f"its DeblurDiff metadata is unreadable ({error}); convert the official model.pth again") from None
-        return config, states, metadata
+        return config_from_metadata(metadata, states, path), states, metadata
     parts = split_parts(state, OFFICIAL_PREFIXES, path)
     config = config_from_official(parts, path)
     return config, official_to_pack(parts, config, path), metadata
@@ -114,9 +164,13 @@ def load_deblurdiff(path: str, dtype: torch.dtype = torch.float32) -> DeblurDiff
     from shapes, on the CPU in ``dtype``. Networks are created on the meta device and adopt the
     file's tensors, so loading needs no second copy of the weights (beyond the dtype conversion)."""
     config, states, _ = read_deblurdiff(path)
-    model = DeblurDiff(config, device="meta")
+    try:
+        model = DeblurDiff(config, device="meta")
+    except (ValueError, ZeroDivisionError, RuntimeError) as error:
+        raise CheckpointError(path, f"its configuration cannot be built ({type(error).__name__}: {error})") from None
     for name in PARTS:
         module = model.lkpn.unet if name == "lkpn" else model.part(name)
+        require_finite(states[name], f"{path} [{name}]")
         load_strict(module, states[name], f"{path} [{name}]", assign=True)
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
@@ -133,21 +187,18 @@ def save_deblurdiff(model: DeblurDiff, path: str, source: str = "", dtype: torch
 
 
 def is_deblurdiff_file(path: str) -> bool:
-    """A pack ``.safetensors`` of DeblurDiff, or a pickle whose key names are the official model's
-    (found in its ``data.pkl`` without loading any tensor)."""
+    """A pack ``.safetensors`` of DeblurDiff (header only), or a zip checkpoint whose ``data.pkl``
+    names the official model's keys (read, never unpickled or inflated). Raises CheckpointError for
+    a ``.safetensors`` or zip checkpoint that cannot be read, so the listing can say why."""
     lower = path.lower()
-    try:
-        if lower.endswith((".safetensors", ".sft")):
-            return read_metadata(path).get("method") == METHOD
-        if lower.endswith((".pth", ".pt", ".ckpt")) and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                if name is None:
-                    return False
-                data = archive.read(name)
-            return all(marker in data for marker in OFFICIAL_MARKERS)
-    except (CheckpointError, OSError, zipfile.BadZipFile):
-        return False
+    if lower.endswith(SAFETENSORS_SUFFIXES):
+        return read_metadata(path).get("method") == METHOD
+    if lower.endswith((".pth", ".pt", ".ckpt")):
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":
+                return False  # a legacy pickle or another file: never the official release
+        data = torch_zip_pickle(path)
+        return all(marker in data for marker in OFFICIAL_MARKERS)
     return False
 
 

@@ -11,12 +11,18 @@ Both return the posterior mean without adding variance, as the official test doe
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, asdict
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+
+MAX_TIMESTEPS = 1000  # the releases use 8 and 16; beyond this a file would only cost time and memory
+SCHEDULES = ("linear", "sqrt_linear")
+PREDICTIONS = ("eps", "x0")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,30 @@ class SamplerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def problems(self) -> list[str]:
+        """What makes this configuration unusable (values from a file's metadata are checked here)."""
+        def whole(value, low, high):
+            return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+        def fraction(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 < value < 1
+
+        found = []
+        if not whole(self.timesteps, 1, MAX_TIMESTEPS):
+            found.append(f"timesteps is {self.timesteps!r}; expected a whole number from 1 to {MAX_TIMESTEPS}")
+        if self.schedule not in SCHEDULES:
+            found.append(f"schedule is {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        for name in ("linear_start", "linear_end"):
+            if not fraction(getattr(self, name)):
+                found.append(f"{name} is {getattr(self, name)!r}; expected a number between 0 and 1")
+        if self.prediction not in PREDICTIONS:
+            found.append(f"prediction is {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}")
+        if not isinstance(self.clip_x0, bool):
+            found.append(f"clip_x0 is {self.clip_x0!r}; expected true or false")
+        if not whole(self.time_offset, 0, MAX_TIMESTEPS):
+            found.append(f"time_offset is {self.time_offset!r}; expected a whole number from 0 to {MAX_TIMESTEPS}")
+        return found
 
     def betas(self) -> np.ndarray:
         if self.schedule == "linear":

@@ -11,9 +11,9 @@ import os
 
 import torch
 
-from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
+from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict
 from ..common.discovery import find_models
-from ..common.state_dict import load_strict, sub_state
+from ..common.state_dict import load_strict, require_finite, sub_state
 from .denoiser import SimpleDenoiser, build_denoiser
 from .diffusion import SamplerConfig
 from .latent_encoder import LatentEncoder, LatentEncoderConfig
@@ -38,21 +38,40 @@ def is_official_folder(folder: str) -> bool:
 
 
 def is_hidiff_file(path: str) -> bool:
-    try:
-        return read_metadata(path).get("method") == METHOD
-    except CheckpointError:
-        return False
+    """A pack ``.safetensors`` of HI-Diff (its header only is read); raises CheckpointError for a
+    ``.safetensors`` that cannot be read, so the listing can say why it is skipped."""
+    return path.lower().endswith(SAFETENSORS_SUFFIXES) and read_metadata(path).get("method") == METHOD
 
 
 def find_hidiff_models(root: str) -> list[str]:
     """Names (relative to ``root``, '/'-separated) of the HI-Diff models under it, sorted."""
-    return find_models(root, is_official_folder, lambda path: path.endswith(".safetensors") and is_hidiff_file(path))
+    return find_models(root, is_official_folder, is_hidiff_file)
 
 
 def default_sampler(net_d_state: dict) -> SamplerConfig:
     """The official releases pair the denoiser variant with its sampler: GoPro's mixer denoiser runs
     the local 8-step sampler, RealBlur's simple denoiser the 16-step LDM one."""
     return SamplerConfig.ldm(16) if "resmlp.0.weight" in net_d_state else SamplerConfig.local(8)
+
+
+def sampler_from_metadata(metadata: dict[str, str], path: str) -> SamplerConfig | None:
+    """The sampler a pack file records, validated (a file's numbers decide how long a run takes)."""
+    if "sampler" not in metadata:
+        return None
+    try:
+        data = json.loads(metadata["sampler"])
+    except ValueError:
+        raise CheckpointError(path, "its metadata field 'sampler' is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(path, "its metadata field 'sampler' is not a table of settings")
+    unknown = sorted(set(data) - set(SamplerConfig.__dataclass_fields__))
+    if unknown:
+        raise CheckpointError(path, f"its metadata field 'sampler' has unknown settings: {', '.join(unknown)}")
+    config = SamplerConfig(**data)
+    problems = config.problems()
+    if problems:
+        raise CheckpointError(path, "its metadata field 'sampler' is invalid: " + "; ".join(problems))
+    return config
 
 
 def read_parts(path: str) -> tuple[dict[str, dict], dict[str, str], dict[str, str]]:
@@ -86,7 +105,9 @@ def load_hidiff(path: str, sampler: SamplerConfig | None = None) -> HIDiff:
     """Build an HI-Diff from a release folder or a pack ``.safetensors``, strictly, sizes from shapes."""
     states, sources, metadata = read_parts(path)
     if sampler is None:
-        sampler = SamplerConfig(**json.loads(metadata["sampler"])) if "sampler" in metadata else default_sampler(states["net_d"])
+        sampler = sampler_from_metadata(metadata, path) or default_sampler(states["net_d"])
+    for part, state in states.items():
+        require_finite(state, sources[part])
     net_g = Transformer(TransformerConfig.from_state_dict(states["net_g"], sources["net_g"]))
     net_le_dm = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le_dm"], sources["net_le_dm"]))
     net_d = build_denoiser(states["net_d"], sources["net_d"])

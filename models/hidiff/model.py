@@ -55,22 +55,23 @@ class HIDiff(nn.Module):
         padded, _ = pad_to_multiple(image.float(), MULTIPLE)
         return self._prior(padded, noise, on_step)
 
-    def restore(self, image: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` and its prior → restored ``[B, 3, H, W]`` float32 (not clamped)."""
+    def restore(self, image: torch.Tensor, prior: torch.Tensor, check: Callable[[], None] | None = None) -> torch.Tensor:
+        """``[B, 3, H, W]`` and its prior → restored ``[B, 3, H, W]`` float32 (not clamped);
+        ``check()`` runs between the transformer's blocks (to stop on Cancel)."""
         padded, size = pad_to_multiple(image.float(), MULTIPLE)
-        return crop_to(self._restore(padded, prior), size)
+        return crop_to(self._restore(padded, prior, check), size)
 
     def forward(self, image: torch.Tensor, noise: torch.Tensor,
-                on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                on_step: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> torch.Tensor:
         padded, size = pad_to_multiple(image.float(), MULTIPLE)
         prior = self._prior(padded, noise, on_step)
-        return crop_to(self._restore(padded, prior), size)
+        return crop_to(self._restore(padded, prior, check), size)
 
     def _prior(self, padded, noise, on_step):
         condition = self.net_le_dm(padded)
         return self.sampler.sample(self.net_d, condition, noise.to(condition), on_step)
 
-    def _restore(self, padded, prior):
+    def _restore(self, padded, prior, check=None):
         dtype = self.restore_dtype
         image = padded.to(dtype).contiguous(memory_format=torch.channels_last)
-        return self.net_g(image, prior.to(padded.device, dtype)).float().contiguous()
+        return self.net_g(image, prior.to(padded.device, dtype), check).float().contiguous()

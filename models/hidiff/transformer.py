@@ -5,6 +5,8 @@ per-channel affine modulation at the bottleneck, as in the official ``Transforme
 from __future__ import annotations
 
 from dataclasses import dataclass, field, asdict
+from contextvars import ContextVar
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,17 @@ class PriorModulated(nn.Module):
         return x * self.ln1(prior)[..., None, None] + self.ln2(prior)[..., None, None]
 
 
+# What Transformer.forward was given to call between strips and blocks (a context variable, so
+# the layers need no extra argument and concurrent runs in other threads keep their own).
+_check: ContextVar[Callable[[], None] | None] = ContextVar("hidiff_restore_check", default=None)
+
+
+def run_check() -> None:
+    check = _check.get()
+    if check is not None:
+        check()
+
+
 def row_strips(height: int, rows: int):
     """``(top, bottom, low, high)`` for strips of ``rows`` rows, with the one-row halo
     (``low``/``high``) that a 3x3 convolution needs to compute rows ``top:bottom`` exactly."""
@@ -112,6 +125,7 @@ class FeedForward(PriorModulated):
                           memory_format=torch.channels_last)
         for top, bottom, low, high in row_strips(h, rows):
             out[:, :, top:bottom] = self._gdfn(x[:, :, low:high])[:, :, top - low:bottom - low]
+            run_check()
         return out
 
     def _gdfn(self, x):
@@ -161,12 +175,14 @@ class Attention(PriorModulated):
             q_sq += q.square().sum(dim=2)
             k_sq += k.square().sum(dim=2)
             values.append(v.contiguous())
+            run_check()
         norms = q_sq.sqrt().clamp_min(1e-12)[..., :, None] * k_sq.sqrt().clamp_min(1e-12)[..., None, :]
         attn = (gram / norms * self.temperature).softmax(dim=-1).transpose(-2, -1)
         out = torch.empty_like(x, memory_format=torch.channels_last)
         for top, v in zip(range(0, h, rows), values):
             strip = (v @ attn).permute(0, 2, 1, 3).reshape(b, -1, w, c).permute(0, 3, 1, 2)
             out[:, :, top:top + strip.shape[2]] = self.project_out(strip)
+            run_check()
         return out
 
 
@@ -185,15 +201,23 @@ class HIM(nn.Module):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
         heads = self.num_heads
-        q = self.q(self.norm1(tokens)).reshape(b, h * w, heads, c // heads).transpose(1, 2)
         k, v = self.kv(self.norm2(prior)).chunk(2, dim=-1)
         k = k.reshape(b, -1, heads, c // heads).transpose(1, 2)
         v = v.reshape(b, -1, heads, c // heads).transpose(1, 2)
-        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
-        out = self.proj((attn @ v).transpose(1, 2).reshape(b, h * w, c))
-        return (tokens + out).transpose(1, 2).reshape(b, c, h, w)
+        # Each pixel attends to the prior tokens on its own, so rows are done in strips (bounded
+        # temporaries, and a Cancel check between strips on large images).
+        rows = max(8, STRIP_ELEMENTS // (b * max(c, heads * k.shape[2]) * w))
+        out = torch.empty_like(x)
+        for top in range(0, h, rows):
+            strip = x[:, :, top:top + rows]
+            tokens = strip.flatten(2).transpose(1, 2)  # [B, pixels, C]
+            q = self.q(self.norm1(tokens)).reshape(b, -1, heads, c // heads).transpose(1, 2)
+            attn = (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
+            mixed = self.proj((attn @ v).transpose(1, 2).reshape(b, -1, c))
+            out[:, :, top:top + rows] = (tokens + mixed).transpose(1, 2).reshape(b, c, -1, w)
+            run_check()
+        return out
 
 
 class TransformerBlock(nn.Module):
@@ -237,6 +261,7 @@ class BasicLayer(nn.Module):
             prior = None
         for block in self.blocks:
             x = block(x, prior)
+            run_check()
         return x
 
 
@@ -371,7 +396,16 @@ class Transformer(nn.Module):
             self.skip_conv = nn.Conv2d(c.dim, c.dim * 2, 1, bias=c.bias)
         self.output = nn.Conv2d(c.dim * 2, c.out_channels, 3, padding=1, bias=c.bias)
 
-    def forward(self, image: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, prior: torch.Tensor, check: Callable[[], None] | None = None) -> torch.Tensor:
+        """``check()`` runs after every strip and block (e.g. to raise on Cancel): on a whole large
+        image one pass takes many seconds, a strip a small fraction of one."""
+        token = _check.set(check)
+        try:
+            return self._forward(image, prior)
+        finally:
+            _check.reset(token)
+
+    def _forward(self, image, prior):
         prior_1 = prior
         prior_2 = self.down_1(prior_1)
         prior_3 = self.down_2(prior_2).flatten(1)

@@ -130,7 +130,7 @@ def test_workflow_runs_and_saves_sane_images(host, workflow):
     assert saved, f"{workflow.name} saved no image"
 
 
-def test_hidiff_workflow_saves_what_the_pack_computes_directly(host, pack):
+def test_hidiff_workflow_saves_what_the_pack_computes_directly(host, pack, monkeypatch):
     """Ties the host run to the golden-tested pipeline: the PNG that ComfyUI saved equals the pack's own
     HI-Diff output for the same photo and model, within one 8-bit level (torch versions differ)."""
     from conftest import pack_module
@@ -143,8 +143,8 @@ def test_hidiff_workflow_saves_what_the_pack_computes_directly(host, pack):
     loader_inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "HIDiffLoader")
     deblur_inputs = next(n["inputs"] for n in prompt.values() if n["class_type"] == "HIDiffDeblur")
     photo = next(n["inputs"]["image"] for n in prompt.values() if n["class_type"] == "LoadImage")
-    model_path = host.models_dir / "deblur" / loader_inputs["model_name"]
-    (model,) = hidiff.HIDiffLoader().load(str(model_path), loader_inputs["precision"])
+    monkeypatch.setenv("COMFYUI_DEBLUR_MODELS", str(host.models_dir / "deblur"))  # names resolve only in model folders
+    (model,) = hidiff.HIDiffLoader().load(loader_inputs["model_name"], loader_inputs["precision"])
     with Image.open(host.input_dir / photo) as picture:  # as LoadImage reads it
         image = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
     import torch

@@ -283,3 +283,23 @@ def test_out_of_memory_retries_in_smaller_tiles_and_says_so(tiny_model, monkeypa
         runtime.use(previous)
     assert tiles == [0, 512, 256] and info["tile_size"] == 256 and out.shape == (1, 3, 40, 600)
     assert [methods.smaller_tile(t) for t in (0, 4096, 512, 256, 128)] == [512, 512, 256, 128, None]
+
+
+def test_webui_interrupt_reaches_inside_the_restoration_pass(fake_webui, monkeypatch):
+    events = []
+    load = methods.HIDIFF.load
+
+    def press_interrupt(*_):
+        events.append("restoring")
+        fake_webui.state.interrupted = True
+
+    def load_watched(path, dtype):  # Interrupt pressed once the restoration transformer has started
+        model = load(path, dtype)
+        model.net_g.register_forward_pre_hook(press_interrupt)
+        model.net_g.output.register_forward_hook(lambda *_: events.append("finished"))
+        return model
+
+    monkeypatch.setattr(methods, "METHODS", [replace(methods.HIDIFF, load=load_watched), *methods.METHODS[1:]])
+    status, body = adapter.handle_deblur({"image": _png(_photo())})
+    assert (status, body) == (409, {"error": "deblurring was interrupted"})
+    assert events == ["restoring"]  # stopped before the pass's output layer
