@@ -73,6 +73,12 @@ class ComfyHost(runtime.Host):
     def model_dirs(self):
         return _folder_paths.get_folder_paths(MODEL_FOLDER)
 
+    def host_model_dirs(self, kind):
+        try:
+            return _folder_paths.get_folder_paths(kind)
+        except KeyError:
+            return []
+
     def progress_bar(self, total, desc):
         return _ComfyProgress(total)
 

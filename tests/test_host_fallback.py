@@ -97,3 +97,12 @@ def test_cancel_reaches_inside_the_restoration_pass(models_dir, monkeypatch, nod
             hook.remove()
     assert "finished" not in events, "the restoration pass ran to its end before Cancel was seen"
     assert next(model.model.parameters()).device == host.offload_device()
+
+
+def test_base_model_folders_standalone(tmp_path, monkeypatch):
+    runtime = pack_module("models.common.runtime")
+    monkeypatch.setenv(host.ENV_MODELS, str(tmp_path / "models" / "deblur"))
+    monkeypatch.delenv("COMFYUI_DEBLUR_CHECKPOINTS", raising=False)
+    assert runtime.host_model_dirs("checkpoints") == [str(tmp_path / "models" / "checkpoints")]  # ComfyUI's layout
+    monkeypatch.setenv("COMFYUI_DEBLUR_CHECKPOINTS", os.pathsep.join(["/a", "/b"]))
+    assert runtime.host_model_dirs("checkpoints") == ["/a", "/b"]

@@ -22,6 +22,7 @@ except ImportError:
 
 ScriptPostprocessing = scripts_postprocessing.ScriptPostprocessing
 MODEL_DIR = os.path.join(paths.models_path, runtime.MODEL_FOLDER)
+HOST_FOLDERS = {"checkpoints": "Stable-diffusion", "diffusers": "diffusers"}  # ComfyUI's kind → the WebUI's folder
 
 
 class _StateProgress:
@@ -59,6 +60,11 @@ class WebUIHost(runtime.Host):
     def model_dirs(self):
         """``models/deblur`` of the WebUI first, then any folders named in ``COMFYUI_DEBLUR_MODELS``."""
         return [MODEL_DIR] + [d for d in super().model_dirs() if d != MODEL_DIR]
+
+    def host_model_dirs(self, kind):
+        """The WebUI's own folders for SD bases: ``checkpoints`` = models/Stable-diffusion."""
+        folder = HOST_FOLDERS.get(kind)
+        return [os.path.join(paths.models_path, folder)] if folder else super().host_model_dirs(kind)
 
     def progress_bar(self, total, desc):
         return _StateProgress(total, desc)

@@ -60,6 +60,14 @@ class Host:
     def model_dirs(self) -> list[str]:
         return [p for p in os.environ.get(ENV_MODELS, "").split(os.pathsep) if p]
 
+    def host_model_dirs(self, kind: str) -> list[str]:
+        """The host's folders of another model kind (``checkpoints``, ``diffusers``: bases the user already
+        has): ``COMFYUI_DEBLUR_<KIND>`` (``os.pathsep``-separated), else ``<kind>`` beside the model folders."""
+        variable = os.environ.get(f"COMFYUI_DEBLUR_{kind.upper()}")
+        if variable is not None:
+            return [p for p in variable.split(os.pathsep) if p]
+        return [os.path.join(os.path.dirname(os.path.normpath(d)), kind) for d in self.model_dirs()]
+
     def progress_bar(self, total: int, desc: str):
         """An object with ``update(n)`` and ``close()``."""
         from tqdm.auto import tqdm
@@ -115,6 +123,10 @@ def check_interrupt() -> None:
 
 def model_dirs() -> list[str]:
     return _host.model_dirs()
+
+
+def host_model_dirs(kind: str) -> list[str]:
+    return _host.host_model_dirs(kind)
 
 
 def find_in_model_dirs(find: Callable[[str], list[str]]) -> list[str]:

@@ -190,6 +190,7 @@ def fake_webui(tmp_path, monkeypatch):
 def test_webui_backend_reports_steps_and_frees_memory(fake_webui, monkeypatch):
     monkeypatch.delenv("COMFYUI_DEBLUR_MODELS", raising=False)
     assert runtime.model_dirs() == [str(fake_webui.models)] and fake_webui.models.is_dir()
+    assert runtime.host_model_dirs("checkpoints") == [str(fake_webui.models.parent / "Stable-diffusion")]
     out, _ = adapter.deblur_pil(_photo(), adapter.parse_request())
     model = hidiff.load_hidiff(methods.HIDIFF.bundled()[BUNDLED])
     assert fake_webui.state.sampling_steps == hidiff.steps_per_image(model, 20, 24) == fake_webui.state.sampling_step
