@@ -73,6 +73,8 @@ class LoRALayer(nn.Module):
         self.scales: dict[str, Scale] = {}
 
     def add(self, name: str, rank: int, alpha: float, scale: Scale = 1.0) -> LoRAAdapter:
+        if not name.isidentifier() or hasattr(self.adapters, name):
+            raise ValueError(f"LoRA adapter name {name!r} is not usable (an identifier that no module attribute has)")
         if isinstance(self.base, nn.Conv2d) and self.base.groups != 1:
             raise ValueError("LoRA on grouped convolutions is not supported")
         adapter = LoRAAdapter(self.base, rank, alpha)
