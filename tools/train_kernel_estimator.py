@@ -38,6 +38,10 @@ def parse_args(argv=None):
     p.add_argument("--regressor-width", type=int, default=64)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=64, help="training crop (multiple of 8)")
+    p.add_argument("--frames", type=int, nargs=2, default=(1, 21), metavar=("MIN", "MAX"),
+                   help="frames averaged (odd counts in the range; level 20 (n - 1))")
+    p.add_argument("--speed", type=float, nargs=2, default=(0.4, 0.9), metavar=("MIN", "MAX"),
+                   help="motion per frame in px; (MAX frames - 1) / 2 x MAX speed must fit in half the kernel")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=19)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
@@ -53,7 +57,8 @@ def main(argv=None) -> int:
     training = pack_module("models.fidediff.estimator_training")
     estimator = pack_module("models.fidediff.estimator")
     device = pick_device(args.device)
-    data = training.DataConfig(kernel_size=args.kernel_size, patch=args.patch, batch=args.batch)
+    data = training.DataConfig(kernel_size=args.kernel_size, patch=args.patch, batch=args.batch,
+                                 frames=tuple(args.frames), speed=tuple(args.speed))
     config = training.EstimatorTrainConfig(iterations=tuple(args.iters), lr=args.lr, seed=args.seed,
                                            checkpoint_every=args.checkpoint_every)
     model = training.build_estimator(
