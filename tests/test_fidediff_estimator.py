@@ -127,22 +127,29 @@ def small_data(**changes):
     return training.DataConfig(**values)
 
 
-def test_frame_averaging_samples_carry_their_level(tmp_path):
+def test_frame_averaging_samples_carry_their_level_and_kernel(tmp_path):
     sampler = training.EstimatorSampler(datasets.SharpFolder(sharp_folder(tmp_path / "s")), small_data(frame_share=1.0, noise=(0, 0)), 5)
-    blurry, sharp, level, known = sampler.next_batch()
+    blurry, sharp, level, known, truth = sampler.next_batch()
     assert blurry.shape == (4, 3, 16, 16) and sharp.shape == (4, 3, 22, 22) and known.all()
+    assert truth.shape == (4, 49, 2, 2)
     assert set(level.tolist()) <= {0.0, 40.0, 80.0, 120.0}
-    for b, s, t in zip(blurry, sharp, level):
-        if t == 0:  # one frame: the blurry image is the sharp one
-            assert torch.allclose(b, s[:, 3:-3, 3:-3], atol=1e-6)
+    for b, s, t, k in zip(blurry, sharp, level, truth):
+        kernel = k[:, 0, 0].view(7, 7)
+        assert int((kernel > 0).sum()) <= int(t) // 20 + 1
+        # the true kernel reblurs the sharp frame into the blurry average exactly
+        assert torch.allclose(blur.convolve(s[None], kernel)[0, :, 3:-3, 3:-3], b, atol=1e-5)
     offsets = sampler.frame_offsets(7, 1.0)
     assert offsets.shape == (7, 2) and offsets[3].abs().sum() == 0 and offsets.abs().max() <= 3
 
 
-def test_camera_shake_samples_have_no_level(tmp_path):
-    sampler = training.EstimatorSampler(datasets.SharpFolder(sharp_folder(tmp_path / "s")), small_data(frame_share=0.0), 5)
-    _, _, level, known = sampler.next_batch()
+def test_camera_shake_samples_have_no_level_but_a_kernel(tmp_path):
+    sampler = training.EstimatorSampler(datasets.SharpFolder(sharp_folder(tmp_path / "s")),
+                                        small_data(frame_share=0.0, noise=(0, 0), varying_share=0.0), 5)
+    blurry, sharp, level, known, truth = sampler.next_batch()
     assert not known.any() and torch.isnan(level).all()
+    assert torch.allclose(truth.sum(1), torch.ones(4, 2, 2), atol=1e-5)
+    for b, s, k in zip(blurry, sharp, truth):
+        assert torch.allclose(blur.convolve(s[None], k[:, 0, 0].view(7, 7))[0, :, 3:-3, 3:-3], b, atol=1e-5)
 
 
 def test_time_loss_ignores_unknown_levels():
@@ -169,6 +176,7 @@ def test_training_lowers_both_losses(tmp_path):
     for _ in range(24):
         last = trainer.step()
     assert last["l_reblur"] < 0.7 * first["l_reblur"], (first, last)
+    assert last["l_kernel"] < 0.9 * first["l_kernel"], (first, last)
     assert last["level_mae"] < 0.7 * first["level_mae"], (first, last)
 
 

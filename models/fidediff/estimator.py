@@ -1,7 +1,7 @@
 """FideDiff's kernel estimator M and blur-level regressor T, in the kernel-basis form.
 
-M maps a blurry image to per-pixel ``m × m`` blur kernels. Each image gets ``R`` basis kernels (softmax
-over their ``m²`` taps) and every pixel a softmax mixture of them, so every per-pixel kernel is
+M maps a blurry image to per-pixel ``m × m`` blur kernels. Each image gets ``R`` basis kernels (normalised
+softplus over their ``m²`` taps) and every pixel a softmax mixture of them, so every per-pixel kernel is
 non-negative and sums to one, yet the ``[m², H, W]`` map is never stored: reblurring is ``R``
 convolutions blended by the mixing weights (:func:`..blur.convolve.blend_convolutions`), and the
 kernel map at a coarse grid (the Kernel ControlNet's input at latent size) is the basis contracted with
@@ -57,6 +57,24 @@ class ResBlock(nn.Module):
 
 def _stage(channels: int, blocks: int) -> nn.Sequential:
     return nn.Sequential(*[ResBlock(channels) for _ in range(blocks)])
+
+
+def normalized_kernels(raw: torch.Tensor) -> torch.Tensor:
+    """Raw values → non-negative taps summing to one over the last axis. Softplus rather than softmax:
+    a softmax saturates into a single tap (the identity kernel) whose gradients vanish, which is where
+    reblur training got stuck; softplus keeps a gradient on every tap."""
+    taps = F.softplus(raw) + 1e-6
+    return taps / taps.sum(-1, keepdim=True)
+
+
+def gaussian_logits(count: int, size: int) -> torch.Tensor:
+    """``[count, size²]`` raw values whose :func:`normalized_kernels` are Gaussians of σ from 0.7 px to size/5."""
+    centre = size // 2
+    ys, xs = torch.meshgrid(torch.arange(size) - centre, torch.arange(size) - centre, indexing="ij")
+    radius2 = (ys ** 2 + xs ** 2).float().flatten()
+    sigmas = torch.linspace(0.7, max(size / 5, 0.8), count)
+    peaks = torch.exp(-radius2[None] / (2 * sigmas[:, None] ** 2)) * 4  # peak 4, tails ~0
+    return torch.where(peaks > 20, peaks, torch.log(torch.expm1(peaks.clamp_min(1e-4))))
 
 
 @dataclass
@@ -118,6 +136,9 @@ class KernelEstimator(nn.Module):
         self.mix_head = nn.Conv2d(w[0], c.basis, 3, padding=1)
         self.basis_head = nn.Sequential(nn.Linear(2 * w[-1], 2 * w[-1]), nn.SiLU(),
                                         nn.Linear(2 * w[-1], c.basis * c.kernel_size ** 2))
+        with torch.no_grad():  # start from Gaussians of growing width, not from noise
+            self.basis_head[2].weight.mul_(0.1)
+            self.basis_head[2].bias.copy_(gaussian_logits(c.basis, c.kernel_size).flatten())
 
     def forward(self, blurry: torch.Tensor) -> KernelEstimate:
         c = self.config
@@ -133,8 +154,8 @@ class KernelEstimator(nn.Module):
             skips.append(x)
             x = encoder(down(x))
         pooled = torch.cat([x.mean((-2, -1)), x.amax((-2, -1))], 1)
-        logits = self.basis_head(pooled).view(-1, c.basis, c.kernel_size ** 2)
-        basis = logits.float().softmax(-1).view(-1, c.basis, c.kernel_size, c.kernel_size)
+        basis = normalized_kernels(self.basis_head(pooled).view(-1, c.basis, c.kernel_size ** 2).float())
+        basis = basis.view(-1, c.basis, c.kernel_size, c.kernel_size)
         for index in reversed(range(len(skips))):
             x = F.pixel_shuffle(self.ups[index](x), 2) + skips[index]
             x = self.decoders[index](x)

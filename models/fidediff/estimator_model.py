@@ -87,6 +87,26 @@ class BlurEstimator(nn.Module):
         return EstimatorOutput(grid, level_map.mean((1, 2, 3)), level_map)
 
 
+def is_estimator_file(path: str) -> bool:
+    """A ``.safetensors`` holding M and T (an estimator file or a FideDiff adapter); reads only the header."""
+    if not path.lower().endswith(".safetensors"):
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            keys = set(handle.keys())
+    except Exception:  # unreadable files are not listed; loading one by name reports why
+        return False
+    return "estimator.stem.weight" in keys and "regressor.inp.weight" in keys
+
+
+def find_estimator_models(root: str) -> list[str]:
+    from ..common.discovery import find_models
+
+    return find_models(root, is_model_file=is_estimator_file)
+
+
 def tile_count(height: int, width: int, tile: int = TILE, overlap: int = OVERLAP) -> int:
     from ..common.tiling import tile_count as count
 

@@ -12,7 +12,8 @@ Data (:class:`EstimatorSampler`, one seeded generator, so a restored state repro
 Blur is made on the stored values (``gamma = 1``), where reblurring with the true kernel reproduces the
 blurry image exactly. Each sharp crop keeps a margin of ``m // 2`` so the reblur loss never sees padding.
 
-Stage 1 trains M on ``L1(reblur(sharp, M(blurry)), blurry)`` and, alongside, T on M's detached output
+Stage 1 trains M on ``L1(reblur(sharp, M(blurry)), blurry)`` plus, since the synthetic kernel is known, a
+small kernel term (:func:`kernel_loss`, ``kernel_weight``; 0 gives the paper's reblur-only loss), and alongside T on M's detached output
 (``L1(T(kernel grid), t)`` on every cell, for the samples with a known level); stage 2 trains T alone with
 M frozen, so T ends fitted to the final M. AdamW, cosine learning rate, gradient clipping.
 """
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from ..blur.datasets import PatchSampler, SharpFolder, augment
 from ..blur.frames import average_frames, blur_level
 from ..blur.synthesis import BlurSettings, degrade, draw_kernels
+from ..blur.convolve import grid_weights
 from ..blur.trajectory import shake_trajectory
 from ..common.checkpoint import CheckpointError
 from .estimator import LEVEL_MAX, BlurLevelRegressor, EstimatorConfig, KernelEstimate, KernelEstimator, RegressorConfig, level_grid
@@ -39,7 +41,7 @@ from .estimator_model import BlurEstimator, load_blur_estimator, save_blur_estim
 CHECKPOINT = "checkpoint.safetensors"
 STATE = "training_state.pt"
 LOG = "loss_log.csv"
-LOG_FIELDS = ("stage", "iteration", "lr", "l_reblur", "level_mae", "seconds")
+LOG_FIELDS = ("stage", "iteration", "lr", "l_reblur", "l_kernel", "level_mae", "seconds")
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -101,17 +103,38 @@ class EstimatorSampler(PatchSampler):
             frames = torch.stack([big[:, 2 * m + dy:2 * m + dy + c.patch, 2 * m + dx:2 * m + dx + c.patch]
                                   for dy, dx in offsets.tolist()])
             blurry = average_frames(frames, gamma=1.0).blurry
-            return self._noisy(blurry), sharp, float(blur_level(n)), True
+            truth = frames_kernel(offsets, c.kernel_size).flatten()[:, None, None].expand(-1, *level_grid(c.patch, c.patch))
+            return self._noisy(blurry), sharp, float(blur_level(n)), True, truth
         settings = self.varying if float(torch.rand((), generator=self.generator)) < c.varying_share else self.shake
         kernel = draw_kernels(1, settings, self.generator)
         blurry = degrade(big[None], kernel, settings, self.generator)[0][inner]
-        return self._noisy(blurry), sharp, float("nan"), False
+        return self._noisy(blurry), sharp, float("nan"), False, self._true_grid(kernel["kernels"][0], big.shape[-1])
+
+    def _true_grid(self, kernels: torch.Tensor, size: int) -> torch.Tensor:
+        """The blur lab's ``[gh, gw, m, m]`` kernels as the patch's stride-8 kernel grid ``[m², h, w]``."""
+        c = self.config
+        gh, gw, m = kernels.shape[0], kernels.shape[1], kernels.shape[-1]
+        margin = 2 * (m // 2)
+        weights = grid_weights((gh, gw), size, size)[:, margin:margin + c.patch, margin:margin + c.patch]
+        pooled = F.adaptive_avg_pool2d(weights[None], level_grid(c.patch, c.patch))[0]  # [gh·gw, h, w]
+        return torch.einsum("rk,rhw->khw", kernels.reshape(gh * gw, m * m), pooled)
 
     def next_batch(self):
+        """``(blurry, sharp with margin, level [B], known [B], true kernel grid [B, m², P/8, P/8])``."""
         samples = [self.sample() for _ in range(self.batch)]
-        blurry, sharp, level, known = zip(*samples)
+        blurry, sharp, level, known, truth = zip(*samples)
         return (torch.stack(blurry), torch.stack(sharp), torch.tensor(level, dtype=torch.float32),
-                torch.tensor(known, dtype=torch.bool))
+                torch.tensor(known, dtype=torch.bool), torch.stack(truth))
+
+
+def frames_kernel(offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``[m, m]`` kernel (convolution orientation) of averaging frames displaced by ``offsets [n, 2]``:
+    frame ``i`` shows ``sharp(p + d_i)``, i.e. tap ``c − d_i``."""
+    kernel = torch.zeros(size, size)
+    c = size // 2
+    for dy, dx in offsets.tolist():
+        kernel[c - dy, c - dx] += 1.0 / len(offsets)
+    return kernel
 
 
 # -- losses -----------------------------------------------------------------------------------------
@@ -119,6 +142,12 @@ class EstimatorSampler(PatchSampler):
 def reblur_loss(estimate: KernelEstimate, blurry: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
     """``L1(reblur(sharp, M(blurry)), blurry)``; ``sharp`` may carry an ``m // 2`` margin."""
     return F.l1_loss(estimate.reblur(sharp.float()), blurry.float())
+
+
+def kernel_loss(estimate: KernelEstimate, truth: torch.Tensor) -> torch.Tensor:
+    """Where the synthetic kernel is known: the L1 distance between the estimated and the true kernel
+    grid (stride 8), summed over the taps (0 = equal, 2 = disjoint), averaged over the cells."""
+    return (estimate.kernel_map(tuple(truth.shape[-2:])) - truth.to(estimate.weights)).abs().sum(1).mean()
 
 
 def time_loss(level_map: torch.Tensor, level: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -140,6 +169,7 @@ class EstimatorTrainConfig:
     min_lr: float = 1e-5
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    kernel_weight: float = 0.02  # weight of kernel_loss next to the reblur loss (0: reblur only, as the paper)
     seed: int = 19
     checkpoint_every: int = 200
     log_every: int = 20
@@ -190,23 +220,26 @@ class EstimatorTrainer:
         c = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = c.learning_rate(group["base_lr"], self.stage, self.iteration)
-        blurry, sharp, level, known = self.sampler.next_batch()
+        blurry, sharp, level, known, truth = self.sampler.next_batch()
         blurry, sharp = blurry.to(self.device), sharp.to(self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.set_grad_enabled(self.stage == 1):
             estimate = self.model.estimator(blurry)
             l_reblur = reblur_loss(estimate, blurry, sharp)
+            l_kernel = kernel_loss(estimate, truth.to(self.device))
         grid = estimate.detach().kernel_map(level_grid(*blurry.shape[-2:]))
         l_time = time_loss(self.model.regressor(grid), level.to(self.device), known.to(self.device))
-        total = l_time / LEVEL_MAX + (l_reblur if self.stage == 1 else 0)
+        total = l_time / LEVEL_MAX
+        if self.stage == 1:
+            total = total + l_reblur + c.kernel_weight * l_kernel
         total.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         self.optimizer.step()
         self.iteration += 1
         return {"lr": self.optimizer.param_groups[0]["lr"], "l_reblur": float(l_reblur.detach()),
-                "level_mae": float(l_time.detach())}
+                "l_kernel": float(l_kernel.detach()), "level_mae": float(l_time.detach())}
 
     def run(self, stop_after: int | None = None, progress=None) -> None:
         c = self.config
@@ -240,7 +273,7 @@ class EstimatorTrainer:
             if new:
                 writer.writeheader()
             writer.writerow({"stage": self.stage, "iteration": self.iteration, "lr": f"{means['lr']:.6g}",
-                             "l_reblur": f"{means['l_reblur']:.6g}", "level_mae": f"{means['level_mae']:.4g}",
+                             "l_reblur": f"{means['l_reblur']:.6g}", "l_kernel": f"{means['l_kernel']:.4g}", "level_mae": f"{means['level_mae']:.4g}",
                              "seconds": f"{self.elapsed:.1f}"})
 
     def _info(self) -> dict[str, str]:
