@@ -64,8 +64,17 @@ def test_stages_match_the_one_node_and_take_kernels(handle):
     assert latent["samples"].shape == (1, 4, 8, 10) and latent["fidediff_size"] == [27, 33] and latent["fidediff_d"] == 4
     (clean,) = nodes.KernelControlNetStep().step(handle, latent, timestep=-1.0)
     (decoded,) = nodes.FideDiffDecode().decode(handle, clean)
-    (whole,) = nodes.FideDiffDeblur().deblur(handle, image)
+    (whole,) = nodes.FideDiffDeblur().deblur(handle, image, timestep=200.0, use_kernels=False)
     torch.testing.assert_close(decoded, whole, rtol=1e-4, atol=1e-4)
+    # with the estimator's kernels and level, through Blur Kernel Estimate, as the one node does it
+    estimate = pack_module("nodes.fidediff_estimate").BlurKernelEstimate()
+    result = estimate.estimate(image, "FideDiff/tiny_d4.safetensors")
+    kernels = result["result"][0] if isinstance(result, dict) else result[0]
+    (estimated,) = nodes.KernelControlNetStep().step(handle, latent, timestep=-1.0, blur_kernel=kernels)
+    (by_stages,) = nodes.FideDiffDecode().decode(handle, estimated)
+    level = kernels["level"][0]  # rounded to 0.1 by Blur Kernel Estimate
+    (one_node,) = nodes.FideDiffDeblur().deblur(handle, image, timestep=level)
+    torch.testing.assert_close(by_stages, one_node, rtol=1e-4, atol=1e-4)
     centre = torch.zeros(1, 9, 9)
     centre[0, 4, 2:7] = 0.2  # a horizontal 5-pixel streak, 9x9 support: fitted to the adapter's 5x5
     value = blur_kernel.make_blur_kernel(centre, level=[260.0])
