@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CATEGORY = "deblur/FideDiff"
 PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-NO_BASE = "(no Stable Diffusion 2.1 model found: see README, FideDiff)"
+NO_BASE = "(none: put Stable Diffusion 2.1 in models/checkpoints; see README, FideDiff)"
 NO_ADAPTER = "(no FideDiff adapter found: see README, FideDiff)"
 SIZE_KEY, D_KEY = "fidediff_size", "fidediff_d"
 DOWNSAMPLES = ["adapter", "4", "8"]
