@@ -159,7 +159,16 @@ class FideDiffDeblur:
         b, _, h, w = split.rgb.shape
         options = DeblurOptions(_downsample(model, latent_downsample), float(timestep), bool(use_kernels), latent_tile, vae_tile)
         options.validate()
-        restored, info = _run(model, (h, w), b * STAGES, lambda net, tick: deblur(net, split.rgb, options, tick))
+        while True:
+            try:
+                restored, info = _run(model, (h, w), b * STAGES, lambda net, tick: deblur(net, split.rgb, options, tick))
+                break
+            except host.oom_errors():
+                if options.latent_tile == 32:
+                    raise
+                options.latent_tile = 64 if not options.latent_tile or options.latent_tile > 64 else 32
+                options.vae_tile = 512 if not options.vae_tile or options.vae_tile > 512 else 256
+                log.warning("FideDiff: out of memory; retrying in %d-pixel latent tiles", options.latent_tile)
         log.info("FideDiff: timesteps %s (estimated levels %s)", info["timestep"], info["level"])
         return (join_image(restored, split, host.output_device()),)
 

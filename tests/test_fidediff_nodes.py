@@ -58,6 +58,21 @@ def test_progress_and_cancel(handle, monkeypatch):
     assert handle.model.unet.conv_in.weight.device == host.offload_device()
 
 
+def test_out_of_memory_retries_in_smaller_tiles(handle, monkeypatch):
+    calls = []
+    real = nodes.deblur
+
+    def flaky(model, images, options, *args):
+        calls.append((options.latent_tile, options.vae_tile))
+        if len(calls) < 3:
+            raise host.oom_errors()[0]("out of memory")
+        return real(model, images, options, *args)
+
+    monkeypatch.setattr(nodes, "deblur", flaky)
+    (out,) = nodes.FideDiffDeblur().deblur(handle, torch.rand(1, 24, 24, 3))
+    assert calls == [(128, 1024), (64, 512), (32, 256)] and out.shape == (1, 24, 24, 3)
+
+
 def test_stages_match_the_one_node_and_take_kernels(handle):
     image = torch.rand(1, 27, 33, 3, generator=torch.Generator().manual_seed(1))
     (latent,) = nodes.FideDiffEncode().encode(handle, image)
