@@ -43,6 +43,7 @@ def fidediff_case(size, d, device, dtype) -> dict:
 
     sd21 = pack_module("models.sd21")
     fd = pack_module("models.fidediff")
+    needs_tiles = pack_module("models.fidediff.model").needs_tiles
     tiles = pack_module("models.sd21.tiles")
     est = pack_module("models.fidediff.estimator_training")
     padding = pack_module("models.common.padding")
@@ -67,13 +68,13 @@ def fidediff_case(size, d, device, dtype) -> dict:
         t0 = now()
         estimate = model.estimator.estimate(image.to(dtype))
         parts["estimator"] = (now() - t0, 1)
-        enc_tiles = tiles.sliding_tiles(vh // 8, vw // 8, VAE_TILE // 8, VAE_TILE * 3 // 4 // 8) if max(vh, vw) > VAE_TILE else [(0, vh // 8, 0, vw // 8)]
+        enc_tiles = tiles.sliding_tiles(vh // 8, vw // 8, VAE_TILE // 8, VAE_TILE * 3 // 4 // 8) if needs_tiles(vh, vw, VAE_TILE) else [(0, vh // 8, 0, vw // 8)]
         top, bottom, left, right = enc_tiles[0]
         piece = torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype)
         t0 = now()
         latent_piece = model.vae.encode(piece * 2 - 1)
         parts["encode"] = (now() - t0, len(enc_tiles))
-        step_tiles = tiles.sliding_tiles(lh, lw, LATENT_TILE, LATENT_TILE * 3 // 4) if max(lh, lw) > LATENT_TILE else [(0, lh, 0, lw)]
+        step_tiles = tiles.sliding_tiles(lh, lw, LATENT_TILE, LATENT_TILE * 3 // 4) if needs_tiles(lh, lw, LATENT_TILE) else [(0, lh, 0, lw)]
         top, bottom, left, right = step_tiles[0]
         z = torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype)
         k_in = torch.softmax(torch.randn(1, 361, bottom - top, right - left, device=device), 1).to(dtype)
@@ -86,7 +87,7 @@ def fidediff_case(size, d, device, dtype) -> dict:
         sd21.one_step(model.unet, model.schedule, z, t, context, control)
         parts["unet"] = (now() - t0, len(step_tiles))
         dec_tile = VAE_TILE // 8
-        dec_tiles = tiles.sliding_tiles(lh * d // 8, lw * d // 8, dec_tile, dec_tile * 3 // 4) if max(vh, vw) > VAE_TILE else [(0, vh // 8, 0, vw // 8)]
+        dec_tiles = tiles.sliding_tiles(vh // 8, vw // 8, dec_tile, dec_tile * 3 // 4) if needs_tiles(vh // 8, vw // 8, dec_tile) else [(0, vh // 8, 0, vw // 8)]
         top, bottom, left, right = dec_tiles[0]
         t0 = now()
         model.vae.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype))

@@ -25,6 +25,12 @@ DEFAULT_TIMESTEP = 200.0  # the paper's best constant t (11 GoPro frames) when n
 MAX_TIMESTEP = 400.0
 
 
+def needs_tiles(height: int, width: int, tile: int) -> bool:
+    """Tile only when the area exceeds one tile's: attention and activations grow with the area, and
+    overlapping tiles on a map barely larger than one tile would redo most of the work."""
+    return bool(tile) and height * width > tile * tile
+
+
 class FideDiff(nn.Module):
     def __init__(self, base: SDBase, text: TextEmbedding, kcn: KernelControlNet | None = None,
                  estimator: nn.Module | None = None, latent_downsample: int = 4):
@@ -61,7 +67,7 @@ class FideDiff(nn.Module):
         if d == 4:
             x = F.interpolate(x.float(), scale_factor=2, mode="bicubic", align_corners=False).to(self.vae.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        if tile and max(x.shape[-2:]) > tile:
+        if needs_tiles(*x.shape[-2:], tile):
             latent = self.vae.encode_tiled(x, tile, tile * 3 // 4, on_tile=on_tile)
         else:
             latent = self.vae.encode(x)
@@ -72,7 +78,7 @@ class FideDiff(nn.Module):
         """Scaled latent → ``[B, 3, h·d, w·d]`` in 0..1 (float32). ``tile``: latent pixels per tile."""
         d = latent_downsample or self.latent_downsample
         z = (latent / self.latent_scale).contiguous(memory_format=torch.channels_last)
-        if tile and max(z.shape[-2:]) > tile:
+        if needs_tiles(*z.shape[-2:], tile):
             x = self.vae.decode_tiled(z, tile, tile * 3 // 4, on_tile=on_tile)
         else:
             x = self.vae.decode(z)
@@ -93,7 +99,7 @@ class FideDiff(nn.Module):
             control = self.kcn(z, k, torch.as_tensor(timestep, device=z.device), context) if k is not None else None
             return one_step(self.unet, self.schedule, z, timestep, context, control)
 
-        if not tile or max(latent.shape[-2:]) <= tile:
+        if not needs_tiles(*latent.shape[-2:], tile):
             return predict(latent, kernels).float()
 
         def tile_prediction(box):
