@@ -162,6 +162,9 @@ def find_in_model_dirs(find) -> list[str]:
     return runtime.find_in_model_dirs(find)
 
 
+host_model_dirs = runtime.host_model_dirs  # the host's folders of SD bases (checkpoints, diffusers)
+
+
 def resolve_model(name: str) -> str:
     """The full path of a model listed by name, confined to :func:`model_dirs` (no absolute paths or '..')."""
     return resolve_model_name(name, model_dirs(), f"put it under models/{MODEL_FOLDER}/ (see the README's weights table)")

@@ -21,8 +21,15 @@ README_SECTION = "weights"
 
 # Loader node type → the models it can load (the README's weights table, same order).
 LOADERS = {
-    loader: {"method": method.name, "widget": "model_name", "alternative": method.alternative, "models": method.weights}
-    for loader, method in (("HIDiffLoader", methods.HIDIFF), ("DeblurDiffLoader", methods.DEBLURDIFF))
+    **{loader: {"method": method.name, "widget": "model_name", "alternative": method.alternative, "models": method.weights}
+       for loader, method in (("HIDiffLoader", methods.HIDIFF), ("DeblurDiffLoader", methods.DEBLURDIFF))},
+    "FideDiffLoader": {
+        "method": "FideDiff",
+        "widget": "adapter",
+        "alternative": ("no official weights exist: train an adapter with tools/train_fidediff.py (README, FideDiff); "
+                        "the base is Stable Diffusion 2.1 in ComfyUI's models/checkpoints"),
+        "models": [],
+    },
 }
 
 
