@@ -138,8 +138,11 @@ def test_frame_averaging_samples_carry_their_level_and_kernel(tmp_path):
         assert int((kernel > 0).sum()) <= int(t) // 20 + 1
         # the true kernel reblurs the sharp frame into the blurry average exactly
         assert torch.allclose(blur.convolve(s[None], kernel)[0, :, 3:-3, 3:-3], b, atol=1e-5)
-    offsets = sampler.frame_offsets(7, 1.0)
-    assert offsets.shape == (7, 2) and offsets[3].abs().sum() == 0 and offsets.abs().max() <= 3
+    for n, speed in ((7, 1.0), (5, 0.5)):
+        offsets = sampler.frame_offsets(n, speed)
+        # the middle frame is the sharp one; the farthest frame is (n - 1) / 2 * speed px away (to rounding)
+        assert offsets.shape == (n, 2) and offsets[n // 2].abs().sum() == 0
+        assert abs(float(offsets.float().norm(dim=1).max()) - (n - 1) / 2 * speed) <= 0.75
 
 
 def test_camera_shake_samples_have_no_level_but_a_kernel(tmp_path):
