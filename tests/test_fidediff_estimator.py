@@ -221,6 +221,14 @@ def test_cli_trains_and_writes_a_loadable_file(tmp_path):
     assert model.kernel_size == 7 and model.estimator.config.widths == (8, 12) and model.estimator.config.basis == 2
     log = (tmp_path / "run" / "loss_log.csv").read_text().splitlines()
     assert log[0].startswith("stage,iteration") and log[-1].startswith("2,2,")
+    # fine-tuning starts from the file's weights and sizes (not the command line's defaults)
+    tuned = tmp_path / "tuned.safetensors"
+    assert train_kernel_estimator.main(["--sharp", sharp, "--run", str(tmp_path / "tune"), "--output", str(tuned),
+                                        "--init", str(output), "--iters", "0", "0", "--batch", "2", "--patch", "16",
+                                        "--frames", "1", "7", "--speed", "0.5", "1"]) == 0
+    again = em.load_blur_estimator(str(tuned))
+    assert again.estimator.config == model.estimator.config
+    assert all(torch.equal(v, again.estimator.state_dict()[k]) for k, v in model.estimator.state_dict().items())
 
 
 # -- files ----------------------------------------------------------------------------------------
