@@ -19,7 +19,7 @@ from torch import nn
 
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
 from ..common.state_dict import count_indexed, load_strict, shape_of, sub_state
-from ..common.tiling import tiled_apply
+from ..common.tiling import tile_count as tiles_covering, tiled_apply
 from .estimator import (LEVEL_MAX, LEVEL_STRIDE, BlurLevelRegressor, EstimatorConfig, KernelEstimator,
                         RegressorConfig, config_dict)
 
@@ -108,11 +108,10 @@ def find_estimator_models(root: str) -> list[str]:
 
 
 def tile_count(height: int, width: int, tile: int = TILE, overlap: int = OVERLAP) -> int:
-    from ..common.tiling import tile_count as count
-
+    """How many tiles :meth:`BlurEstimator.kernel_grid` runs M on (the node's progress steps)."""
     h, w = math.ceil(height / LEVEL_STRIDE) * LEVEL_STRIDE, math.ceil(width / LEVEL_STRIDE) * LEVEL_STRIDE
     tile = max(LEVEL_STRIDE, tile // LEVEL_STRIDE * LEVEL_STRIDE)
-    return 1 if max(h, w) <= tile else count(h, w, tile, min(overlap // LEVEL_STRIDE * LEVEL_STRIDE, tile - LEVEL_STRIDE))
+    return 1 if max(h, w) <= tile else tiles_covering(h, w, tile, min(overlap // LEVEL_STRIDE * LEVEL_STRIDE, tile - LEVEL_STRIDE))
 
 
 # -- the file format ---------------------------------------------------------------------------------
