@@ -138,8 +138,11 @@ def test_frame_averaging_samples_carry_their_level_and_kernel(tmp_path):
         assert int((kernel > 0).sum()) <= int(t) // 20 + 1
         # the true kernel reblurs the sharp frame into the blurry average exactly
         assert torch.allclose(blur.convolve(s[None], kernel)[0, :, 3:-3, 3:-3], b, atol=1e-5)
-    offsets = sampler.frame_offsets(7, 1.0)
-    assert offsets.shape == (7, 2) and offsets[3].abs().sum() == 0 and offsets.abs().max() <= 3
+    for n, speed in ((7, 1.0), (5, 0.5)):
+        offsets = sampler.frame_offsets(n, speed)
+        # the middle frame is the sharp one; the farthest frame is (n - 1) / 2 * speed px away (to rounding)
+        assert offsets.shape == (n, 2) and offsets[n // 2].abs().sum() == 0
+        assert abs(float(offsets.float().norm(dim=1).max()) - (n - 1) / 2 * speed) <= 0.75
 
 
 def test_camera_shake_samples_have_no_level_but_a_kernel(tmp_path):
@@ -218,6 +221,14 @@ def test_cli_trains_and_writes_a_loadable_file(tmp_path):
     assert model.kernel_size == 7 and model.estimator.config.widths == (8, 12) and model.estimator.config.basis == 2
     log = (tmp_path / "run" / "loss_log.csv").read_text().splitlines()
     assert log[0].startswith("stage,iteration") and log[-1].startswith("2,2,")
+    # fine-tuning starts from the file's weights and sizes (not the command line's defaults)
+    tuned = tmp_path / "tuned.safetensors"
+    assert train_kernel_estimator.main(["--sharp", sharp, "--run", str(tmp_path / "tune"), "--output", str(tuned),
+                                        "--init", str(output), "--iters", "0", "0", "--batch", "2", "--patch", "16",
+                                        "--frames", "1", "7", "--speed", "0.5", "1"]) == 0
+    again = em.load_blur_estimator(str(tuned))
+    assert again.estimator.config == model.estimator.config
+    assert all(torch.equal(v, again.estimator.state_dict()[k]) for k, v in model.estimator.state_dict().items())
 
 
 # -- files ----------------------------------------------------------------------------------------

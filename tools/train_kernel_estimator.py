@@ -6,6 +6,7 @@ its output), stage 2 T alone with M frozen.
 
     python tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --iters 8000 1500
     python tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --iters 8000 1500 --resume
+    python tools/train_kernel_estimator.py --sharp photos/ --run runs/tuned --init model.safetensors --iters 2000 300 --lr 2e-4
 
 The run folder gets checkpoint.safetensors + training_state.pt (resumable) and loss_log.csv; at the end
 the model (``--output``, default RUN/model.safetensors), loadable by the Blur Kernel Estimate node from
@@ -31,6 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
     p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    p.add_argument("--init", help="start from this estimator file's weights (a new run: fine-tuning); sizes from the file")
     p.add_argument("--iters", type=int, nargs=2, default=(8000, 1500), metavar=("KERNEL", "LEVEL"))
     p.add_argument("--kernel-size", type=int, default=19, help="m: side of the estimated kernels (odd)")
     p.add_argument("--basis", type=int, default=8, help="basis kernels per image")
@@ -61,12 +63,17 @@ def main(argv=None) -> int:
                                  frames=tuple(args.frames), speed=tuple(args.speed))
     config = training.EstimatorTrainConfig(iterations=tuple(args.iters), lr=args.lr, seed=args.seed,
                                            checkpoint_every=args.checkpoint_every)
-    model = training.build_estimator(
-        estimator.EstimatorConfig(kernel_size=args.kernel_size, basis=args.basis, widths=tuple(args.widths)),
-        estimator.RegressorConfig(kernel_size=args.kernel_size, width=args.regressor_width))
+    if args.init:
+        model = pack_module("models.fidediff.estimator_model").load_blur_estimator(args.init).train()
+        data.kernel_size = model.kernel_size
+    else:
+        model = training.build_estimator(
+            estimator.EstimatorConfig(kernel_size=args.kernel_size, basis=args.basis, widths=tuple(args.widths)),
+            estimator.RegressorConfig(kernel_size=args.kernel_size, width=args.regressor_width))
     sampler = training.EstimatorSampler(pack_module("models.blur.datasets").SharpFolder(args.sharp), data, args.seed)
     trainer = training.EstimatorTrainer(model, sampler, config, args.run, device,
-                                        metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp))})
+                                        metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp)),
+                                                  "init": os.path.basename(args.init) if args.init else None})
     if args.resume:
         trainer.load()
         print(f"resumed at stage {trainer.stage}, iteration {trainer.iteration}", flush=True)

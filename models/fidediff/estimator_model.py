@@ -19,7 +19,7 @@ from torch import nn
 
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
 from ..common.state_dict import count_indexed, load_strict, shape_of, sub_state
-from ..common.tiling import tiled_apply
+from ..common.tiling import tile_count as tiles_covering, tiled_apply
 from .estimator import (LEVEL_MAX, LEVEL_STRIDE, BlurLevelRegressor, EstimatorConfig, KernelEstimator,
                         RegressorConfig, config_dict)
 
@@ -71,13 +71,13 @@ class BlurEstimator(nn.Module):
             estimate = self.estimator(part.to(device))
             return estimate.kernel_map((part.shape[-2] // s, part.shape[-1] // s))
 
-        tile, overlap = max(s, tile // s * s), overlap // s * s
+        tile, overlap = _grid_tiling(tile, overlap)
         if max(padded.shape[-2:]) <= tile:
             grid = run(padded)
             if on_tile:
                 on_tile()
             return grid
-        return tiled_apply(padded, run, tile, min(overlap, tile - s), on_tile, scale=s)
+        return tiled_apply(padded, run, tile, overlap, on_tile, scale=s)
 
     @torch.no_grad()
     def estimate(self, image: torch.Tensor, tile: int = TILE, overlap: int = OVERLAP,
@@ -108,11 +108,17 @@ def find_estimator_models(root: str) -> list[str]:
 
 
 def tile_count(height: int, width: int, tile: int = TILE, overlap: int = OVERLAP) -> int:
-    from ..common.tiling import tile_count as count
-
+    """How many tiles :meth:`BlurEstimator.kernel_grid` runs M on (the node's progress steps)."""
     h, w = math.ceil(height / LEVEL_STRIDE) * LEVEL_STRIDE, math.ceil(width / LEVEL_STRIDE) * LEVEL_STRIDE
-    tile = max(LEVEL_STRIDE, tile // LEVEL_STRIDE * LEVEL_STRIDE)
-    return 1 if max(h, w) <= tile else count(h, w, tile, min(overlap // LEVEL_STRIDE * LEVEL_STRIDE, tile - LEVEL_STRIDE))
+    tile, overlap = _grid_tiling(tile, overlap)
+    return 1 if max(h, w) <= tile else tiles_covering(h, w, tile, overlap)
+
+
+def _grid_tiling(tile: int, overlap: int) -> tuple[int, int]:
+    """Tile and overlap rounded down to whole grid cells (the overlap at least one cell under the tile)."""
+    s = LEVEL_STRIDE
+    tile = max(s, tile // s * s)
+    return tile, min(overlap // s * s, tile - s)
 
 
 # -- the file format ---------------------------------------------------------------------------------

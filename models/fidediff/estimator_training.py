@@ -79,13 +79,17 @@ class EstimatorSampler(PatchSampler):
         return (blurry + sigma * torch.randn(blurry.shape, generator=self.generator)).clamp(0, 1)
 
     def frame_offsets(self, frames: int, speed: float) -> torch.Tensor:
-        """``[n, 2]`` integer ``(dy, dx)`` of each frame relative to the middle one, along a shake path."""
-        path, params = shake_trajectory(self.generator)
+        """``[n, 2]`` integer ``(dy, dx)`` of each frame relative to the middle one, along a shake path
+        scaled so the farthest frame is ``(n − 1) / 2 · speed`` px from the middle one: the extent grows
+        with n, as for a camera moving through the exposure (scaling the path's length instead lets a
+        jittery path that retraces itself collapse to a dot at any n, and n could not be read off the blur)."""
+        path, _ = shake_trajectory(self.generator)
         if frames == 1:
             return torch.zeros(1, 2, dtype=torch.long)
         index = torch.linspace(0, len(path) - 1, frames).round().long()
-        points = path[index] * ((frames - 1) * speed / params["length"])
-        offsets = (points - points[frames // 2]).round().long()
+        points = path[index] - path[index[frames // 2]]
+        reach = float(points.norm(dim=1).max())
+        offsets = (points * ((frames - 1) / 2 * speed / max(reach, 1e-9))).round().long()
         limit = self.config.kernel_size // 2
         return offsets.flip(-1).clamp(-limit, limit)
 
