@@ -52,6 +52,8 @@ class Method:
 
     def missing_weights_help(self) -> str:
         folders = runtime.model_dirs() or [f"models/{runtime.MODEL_FOLDER}"]
+        if not self.weights:  # nothing released: ``alternative`` says how to make one
+            return f"No {self.name} model found in {', '.join(folders)}. {self.alternative}"
         releases = "; ".join(f"{w['name']}: {', '.join(w['files'])} into {w['folder']}/ ({w['url']})" for w in self.weights)
         extra = f", {self.alternative}" if self.alternative else ""
         return f"No {self.name} model found in {', '.join(folders)}. Download {releases}{extra}."
@@ -106,6 +108,10 @@ HIDIFF = Method(
     ])
 
 
+def half_on_gpus(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
 # --- DeblurDiff ----------------------------------------------------------------------------------
 
 def _deblurdiff_options(settings):
@@ -143,13 +149,87 @@ DEBLURDIFF = Method(
     name="DeblurDiff", find_models=_deblurdiff_find, load=_deblurdiff_load, run=_deblurdiff_run,
     steps=_deblurdiff_steps, bytes_per_pixel=12_000, default_seed=231,
     alternative="or one .safetensors made by tools/convert_deblurdiff.py",
-    auto_dtype=lambda device: torch.float16 if device.type in ("cuda", "mps") else torch.float32,
+    auto_dtype=half_on_gpus,
     weights=[
         {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
          "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
     ])
 
-METHODS: list[Method] = [HIDIFF, DEBLURDIFF]
+
+# --- FideDiff ------------------------------------------------------------------------------------
+# The model name is the adapter (models/deblur/FideDiff/…). Its Stable Diffusion base is the file or
+# folder of the name the adapter recorded (``base_name``, as tools/train_fidediff.py writes it) in the
+# host's checkpoints / diffusers folders (or DeblurDiff's model.pth), and the adapter checks its fingerprint.
+
+def _fidediff_bases(adapter_path: str) -> list[str]:
+    from .common.checkpoint import read_metadata
+    from .sd21.base_files import KINDS, base_roots, choices_named, resolve_base
+
+    metadata = read_metadata(adapter_path)
+    name = metadata.get("base_name", "")
+    choices = choices_named(name) if name else []
+    if not choices:
+        folders = [root for kind in KINDS for root in base_roots(kind)] or ["the host's checkpoints folder"]
+        wanted = f"its base {name[:200]!r}" if name else "its base (the adapter does not record the file name)"
+        raise FileNotFoundError(
+            f"FideDiff: {adapter_path} runs on the Stable Diffusion 2.1 model it was trained on "
+            f"(fingerprint {metadata.get('base_fingerprint', '?')[:64]}), but {wanted} is not in {', '.join(folders)}. "
+            "Put that file there under that name (stabilityai/stable-diffusion-2-1-base, v2-1_512-ema-pruned.safetensors, "
+            "for adapters trained on it).")
+    return [resolve_base(choice) for choice in choices]
+
+
+def _fidediff_load(path, dtype):
+    from .common.checkpoint import CheckpointError
+    from .fidediff import load_fidediff
+
+    refused = []
+    for base in _fidediff_bases(path):  # several files of that name: the first whose fingerprint fits
+        try:
+            return load_fidediff(base, path, dtype)
+        except CheckpointError as error:
+            refused.append(error)
+    raise refused[0]
+
+
+def _fidediff_options(model, settings):
+    """Settings' tile (image pixels; 0 = whole image) → the pipeline's autoencoder and UNet tiles."""
+    from .fidediff.pipeline import DeblurOptions
+
+    tile = settings.tile_size * (2 if model.latent_downsample == 4 else 1)  # d = 4 encodes the image ×2
+    return DeblurOptions(latent_tile=max(16, tile // 64 * 8), vae_tile=max(128, tile)) if tile else \
+        DeblurOptions(latent_tile=0, vae_tile=0)
+
+
+def _fidediff_run(model, rgb, settings, device, on_step):
+    from .fidediff.pipeline import deblur
+
+    return deblur(model.to(device), rgb.to(device), _fidediff_options(model, settings), on_step)[0]
+
+
+def _fidediff_steps(model, height, width, settings):
+    from .fidediff.pipeline import STAGES
+
+    return STAGES
+
+
+def _fidediff_find(root):
+    from .fidediff import find_adapters
+
+    return find_adapters(root)
+
+
+FIDEDIFF = Method(
+    name="FideDiff", find_models=_fidediff_find, load=_fidediff_load, run=_fidediff_run, steps=_fidediff_steps,
+    bytes_per_pixel=16_000,  # the nodes' 4 000 per autoencoder pixel; d = 4 encodes the image ×2
+    default_seed=0,  # deterministic: one step, no noise; the seed is not used
+    auto_dtype=half_on_gpus, weights=[],
+    alternative="There is no official FideDiff release: train an adapter with tools/train_fidediff.py (docs/fidediff.md) "
+                "and put it in models/deblur/FideDiff/. It runs on the Stable Diffusion 2.1 base it was trained on "
+                "(v2-1_512-ema-pruned.safetensors), found by file name in the host's checkpoints folder "
+                "(ComfyUI models/checkpoints, WebUI models/Stable-diffusion).")
+
+METHODS: list[Method] = [HIDIFF, DEBLURDIFF, FIDEDIFF]
 
 
 # --- the one flow every method shares --------------------------------------------------------------

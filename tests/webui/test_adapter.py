@@ -304,3 +304,32 @@ def test_webui_interrupt_reaches_inside_the_restoration_pass(fake_webui, monkeyp
     status, body = adapter.handle_deblur({"image": _png(_photo())})
     assert (status, body) == (409, {"error": "deblurring was interrupted"})
     assert events == ["restoring"]  # stopped before the pass's output layer
+
+
+# --- FideDiff: an adapter in models/deblur/FideDiff, its SD 2.1 base in the WebUI's models/Stable-diffusion ---
+
+def test_fidediff_is_a_choice_that_says_how_to_get_weights(models_dir):
+    assert adapter.method_names()[:3] == ["HI-Diff", "DeblurDiff", "FideDiff"]
+    entry = {m["name"]: m for m in adapter.models_listing()["methods"]}["FideDiff"]
+    assert entry["models"] == [] and entry["default_model"] is None and entry["weights"] == []
+    assert "no official FideDiff release" in entry["missing_weights"] and "tools/train_fidediff.py" in entry["missing_weights"]
+    with pytest.raises(adapter.RequestError, match="train an adapter with tools/train_fidediff.py") as caught:
+        adapter.parse_request("FideDiff")
+    assert caught.value.status == 404
+
+
+def test_extras_step_runs_fidediff_on_the_webui_base_and_names_a_missing_one(extras_step, fake_webui):
+    from tiny_fidediff import write_adapter
+    from tiny_sd import write_single_file
+
+    base = write_single_file(fake_webui.models.parent / "Stable-diffusion" / "v2-1_512-ema-pruned.safetensors")
+    write_adapter(fake_webui.models / "FideDiff" / "tiny_d8.safetensors", base, 8)
+    assert pack_module("webui.extras_step")._choices("FideDiff") == ["FideDiff/tiny_d8.safetensors"]
+    photo = _photo()
+    pp = _pp(photo)
+    extras_step.step.process(pp, enable=True, method="FideDiff", model="", seed=None, tile_size=0, precision="auto")
+    assert pp.image.size == photo.size and not np.array_equal(np.asarray(pp.image), np.asarray(photo))
+    assert pp.info["Deblur method"] == "FideDiff" and pp.info["Deblur model"] == "FideDiff/tiny_d8.safetensors"
+    os.remove(base)
+    status, body = adapter.handle_deblur({"image": _png(photo), "method": "FideDiff"})
+    assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]
