@@ -84,3 +84,12 @@ def test_no_adapter_says_there_is_no_release_and_how_to_train_one(models_dir):
     message = str(caught.value)
     assert str(models_dir) in message and "no official FideDiff release" in message
     assert "tools/train_fidediff.py" in message and "models/deblur/FideDiff/" in message and BASE_NAME in message
+
+
+def test_the_base_listing_is_cached_between_calls(tiny_fidediff):
+    discovery = pack_module("models.common.discovery")
+    base_files = pack_module("models.sd21.base_files")
+    first = base_files.base_choices()
+    cached = len(discovery._listings)
+    assert base_files.base_choices() == first and len(discovery._listings) == cached  # one entry per folder, reused
+    assert base_files.choices_named(BASE_NAME) == [f"checkpoints/{BASE_NAME}"] and base_files.choices_named("../x") == []
