@@ -137,6 +137,19 @@ try {
     if (report.styled !== report.ours) fail(`${name}: ${report.ours - report.styled} of our nodes lack the method colour/badge`);
     await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
     await shot(page, `workflow_${name}`);
+    if (config.thumbnails) {
+      // the nodes alone (no menus), for the Templates card: tools/make_template_thumbnails.py
+      await page.waitForTimeout(600);
+      const { nodes } = await page.evaluate(measureLayout, { loaders: {} });
+      const left = Math.min(...nodes.map((n) => n.x)), top = Math.min(...nodes.map((n) => n.y));
+      const right = Math.max(...nodes.map((n) => n.x + n.w)), bottom = Math.max(...nodes.map((n) => n.y + n.h));
+      const view = page.viewportSize();
+      const box = padded({ x: left, y: top, width: right - left, height: bottom - top }, 16);
+      box.width = Math.min(box.width, view.width - box.x);
+      box.height = Math.min(box.height, view.height - box.y);
+      mkdirSync(config.thumbnails, { recursive: true });
+      await page.screenshot({ path: join(config.thumbnails, `${name}.png`), clip: box });
+    }
   }
 
   // 2b. every workflow opens clean: no node covers another, every title visible (fitted, nothing
