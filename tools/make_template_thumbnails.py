@@ -12,14 +12,13 @@ import argparse
 import json
 import os
 import sys
-import textwrap
 
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (512, 384)  # the cards are 4:3; the graph is fitted above the caption on the canvas colour
-CAPTION = 64  # px for two lines of description
-FONT_SIZE = 19
+CAPTION = 66  # px for two lines of description
+FONT_SIZE = 17
 
 
 def description(workflow: str) -> str:
@@ -30,6 +29,18 @@ def description(workflow: str) -> str:
     return text
 
 
+def wrap(text: str, font, width: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels."""
+    lines = [""]
+    for word in text.split():
+        trial = f"{lines[-1]} {word}".strip()
+        if font.getlength(trial) <= width or not lines[-1]:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines
+
+
 def thumbnail(source: str, target: str, caption: str) -> None:
     image = Image.open(source).convert("RGB")
     image.thumbnail((SIZE[0], SIZE[1] - CAPTION), Image.Resampling.LANCZOS)
@@ -38,7 +49,7 @@ def thumbnail(source: str, target: str, caption: str) -> None:
     draw = ImageDraw.Draw(card)
     draw.rectangle((0, SIZE[1] - CAPTION, SIZE[0], SIZE[1]), fill=(24, 24, 28))
     font = ImageFont.load_default(FONT_SIZE)
-    lines = textwrap.wrap(caption, width=48)[:2]
+    lines = wrap(caption, font, SIZE[0] - 20)
     for i, line in enumerate(lines):
         draw.text((10, SIZE[1] - CAPTION + 8 + i * (FONT_SIZE + 6)), line, fill=(235, 235, 235), font=font)
     card.save(target, "JPEG", quality=88, optimize=True)
