@@ -72,6 +72,9 @@ def parse_args(argv=None):
     val.add_argument("--val-every", type=int, default=0)
     val.add_argument("--val-count", type=int, default=6, help="images used for validation")
     val.add_argument("--val-crop", type=int, default=128)
+    p.add_argument("--colour-fix", type=float, default=0.0, metavar="PX",
+                   help="store colour anchoring at this scale in the written model (models/common/colour.py; 0: off). "
+                        "Training is unaffected; rerun a finished run with --resume to re-export with it")
     p.add_argument("--notes", default="", help="free text stored in the model's metadata")
     return p.parse_args(argv)
 
@@ -164,6 +167,9 @@ def main(argv=None) -> int:
     elif model is None:
         size = training.ModelSize(**json.loads(args.size_json)) if args.size_json else training.PRESETS[args.preset]
         model = training.build_model(size)
+    if not 0.0 <= args.colour_fix <= 256:
+        print("error: --colour-fix must be 0..256 px", file=sys.stderr)
+        return 2
     config = training.TrainConfig(iterations=tuple(args.iters), lr=args.lr, amp=args.amp, seed=args.seed,
                                   checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_every=args.val_every)
     metadata = {"data": data, "patch": args.patch, "batch": args.batch, "device": str(device), "hardware": hardware(device),
@@ -193,6 +199,7 @@ def main(argv=None) -> int:
     finally:
         bar.close()
     output = args.output or os.path.join(args.run, "model.safetensors")
+    trainer.model.colour_fix = args.colour_fix  # only in the exported file: checkpoints keep training plain
     trainer.export(output)
     print(f"wrote {output} ({os.path.getsize(output) / 1e6:.2f} MB) after {time.time() - started:.0f} s "
           f"({trainer.elapsed:.0f} s of training steps in total); log: {os.path.join(args.run, training.LOG)}")
