@@ -15,11 +15,13 @@ import { modelState, panelContent, renderPanel } from "./deblur/weights.js";
 const EXTENSION_NAME = "diffusion-deblur";
 const COMPARE_KEY = "deblur_compare";
 const PANEL_WIDGET = "deblur_missing_model";
-const PANEL_NODE_WIDTH = 460;
+// The panel keeps a fixed height and scrolls, so a loader without its model grows by a known amount
+// (workflows leave that room below their loaders) instead of spreading over its neighbours.
+const PANEL_HEIGHT = 118;
 const STYLE_ID = "diffusion-deblur-style";
 
 const STYLE = `
-.deblur-missing-model { box-sizing: border-box; padding: 6px 8px; font: 12px/1.4 sans-serif;
+.deblur-missing-model { box-sizing: border-box; padding: 6px 8px; font: 12px/1.4 sans-serif; max-height: ${PANEL_HEIGHT}px;
   color: #f3dede; background: #4a2222; border: 1px solid #a04a4a; border-radius: 6px; overflow: auto; }
 .deblur-missing-model ul { margin: 4px 0; padding-left: 16px; }
 .deblur-missing-model code { color: #fff; background: rgba(0,0,0,.3); padding: 0 3px; border-radius: 3px; word-break: break-all; }
@@ -65,28 +67,18 @@ async function updateMissingModelPanel(node) {
   const element = panel?.element ?? document.createElement("div");
   element.className = "deblur-missing-model";
   renderPanel(element, content, api.apiURL(help.readme));
-  // A first guess from the number of lines; corrected to the rendered height on the next frame.
-  let height = 40 + 20 * (content.rows.length + 4);
   if (!panel) {
     const added = node.addDOMWidget(PANEL_WIDGET, "deblur-panel", element, {
       serialize: false,
-      hideOnZoom: true,
-      getMinHeight: () => height,
-      getMaxHeight: () => height,
+      hideOnZoom: false, // a fitted view of a large workflow is zoomed out; the panel must still show
+      getHeight: () => PANEL_HEIGHT,
+      getMinHeight: () => PANEL_HEIGHT,
+      getMaxHeight: () => PANEL_HEIGHT,
     });
     added.serialize = false;
   }
-  const fit = () => {
-    node.setSize?.([Math.max(node.size[0], PANEL_NODE_WIDTH), Math.max(node.size[1], node.computeSize()[1])]);
-    node.setDirtyCanvas?.(true, true);
-  };
-  fit();
-  requestAnimationFrame(() => {
-    if (element.scrollHeight > element.clientHeight) {
-      height += element.scrollHeight - element.clientHeight + 4;
-      fit();
-    }
-  });
+  node.setSize?.([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+  node.setDirtyCanvas?.(true, true);
 }
 
 // --- node outputs: kernels and before/after ---------------------------------------------------

@@ -105,36 +105,69 @@ class BlurKernelPreview:
 
 class DeblurMetrics:
     DESCRIPTION = ("Measures a restored image against the sharp reference: PSNR (dB) and SSIM per image and their mean, "
-                   "plus a heat-map of where the error is. Measured on 8-bit values, as saved images and papers are.")
+                   "plus a heat-map of where the error is. Connect the blurry input too to see whether deblurring helped: "
+                   "its scores and the gain are reported beside the restored ones. Measured on 8-bit values, as saved "
+                   "images and papers are.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "restored": ("IMAGE", {"tooltip": "The image to judge (e.g. the deblurred output, or the blurry input for a baseline)."}),
+            "restored": ("IMAGE", {"tooltip": "The image to judge (e.g. the deblurred output)."}),
             "reference": ("IMAGE", {"tooltip": "The sharp ground truth, same size."}),
             "heatmap_scale": ("FLOAT", {"default": 0.25, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Error (0..1 units) shown brightest in the heat-map."}),
+        }, "optional": {
+            "blurry": ("IMAGE", {"tooltip": "Optional: the blurry input the restored image came from, same size. "
+                                            "Its PSNR/SSIM are the baseline; the report then shows the gain."}),
         }}
 
-    RETURN_TYPES = ("STRING", "IMAGE", "FLOAT", "FLOAT")
-    RETURN_NAMES = ("report", "error_map", "psnr", "ssim")
-    OUTPUT_TOOLTIPS = ("PSNR/SSIM per image and mean, as text.", "Per-pixel error heat-map (dark = equal).",
-                       "Mean PSNR in dB.", "Mean SSIM.")
+    RETURN_TYPES = ("STRING", "IMAGE", "FLOAT", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("report", "error_map", "psnr", "ssim", "gain_db")
+    OUTPUT_TOOLTIPS = ("PSNR/SSIM per image and mean, as text (with the blurry input's and the gain when connected).",
+                       "Per-pixel error heat-map (dark = equal).", "Mean PSNR of the restored image in dB.",
+                       "Mean SSIM of the restored image.",
+                       "Mean PSNR gain in dB of restored over blurry (0 when no blurry image is connected).")
     FUNCTION = "measure"
     CATEGORY = CATEGORY
 
-    def measure(self, restored, reference, heatmap_scale=0.25):
+    def measure(self, restored, reference, heatmap_scale=0.25, blurry=None):
         a, b = split_image(restored, "restored").rgb, split_image(reference, "reference").rgb
-        if a.shape[-2:] != b.shape[-2:]:
-            raise ValueError(f"restored is {a.shape[-1]}x{a.shape[-2]} but reference is {b.shape[-1]}x{b.shape[-2]}; they must be the same size")
+        _same_size(a, b, "restored")
+        c = None if blurry is None else split_image(blurry, "blurry").rgb
+        if c is not None:
+            _same_size(c, b, "blurry")
+            a, c = _pairs(a, c, "DeblurMetrics")
         a, b = _pairs(a, b, "DeblurMetrics")
-        a8, b8 = to_8bit(a), to_8bit(b)
-        p = psnr(a8, b8).tolist()
-        s = ssim(a8, b8).tolist() if min(a.shape[-2:]) >= 11 else [float("nan")] * len(p)
-        lines = [f"image {i}: PSNR {pi:.2f} dB  SSIM {si:.4f}" for i, (pi, si) in enumerate(zip(p, s))]
+        p, s = _scores(a, b)
         mean_p, mean_s = mean_finite(p), mean_finite(s)
-        if len(p) > 1:
-            lines.append(f"mean: PSNR {mean_p:.2f} dB  SSIM {mean_s:.4f}")
-        return "\n".join(lines), _to_image(error_heatmap(a, b, heatmap_scale)), mean_p, mean_s
+        if c is None:
+            lines = [f"image {i}: PSNR {pi:.2f} dB  SSIM {si:.4f}" for i, (pi, si) in enumerate(zip(p, s))]
+            if len(p) > 1:
+                lines.append(f"mean: PSNR {mean_p:.2f} dB  SSIM {mean_s:.4f}")
+            lines.append("(connect the blurry input to see the gain)")
+            gain = 0.0
+        else:
+            bp, bs = _scores(c.expand_as(a), b)
+            lines = [f"image {i}: blurry {x:.2f} dB / {xs:.4f} -> restored {y:.2f} dB / {ys:.4f}  gain {y - x:+.2f} dB, SSIM {ys - xs:+.4f}"
+                     for i, (x, xs, y, ys) in enumerate(zip(bp, bs, p, s))]
+            mean_bp, mean_bs = mean_finite(bp), mean_finite(bs)
+            gain = mean_finite([y - x for x, y in zip(bp, p)])
+            if len(p) > 1:
+                lines.append(f"mean: blurry {mean_bp:.2f} dB / {mean_bs:.4f} -> restored {mean_p:.2f} dB / {mean_s:.4f}  "
+                             f"gain {gain:+.2f} dB, SSIM {mean_s - mean_bs:+.4f}")
+            lines.append("deblurring helped" if gain > 0 else "deblurring did not help (the restored image scores lower than the blurry one)")
+        return "\n".join(lines), _to_image(error_heatmap(a, b, heatmap_scale)), mean_p, mean_s, gain
+
+
+def _same_size(a: torch.Tensor, reference: torch.Tensor, name: str) -> None:
+    if a.shape[-2:] != reference.shape[-2:]:
+        raise ValueError(f"{name} is {a.shape[-1]}x{a.shape[-2]} but reference is {reference.shape[-1]}x{reference.shape[-2]}; they must be the same size")
+
+
+def _scores(a: torch.Tensor, b: torch.Tensor) -> tuple[list[float], list[float]]:
+    """8-bit PSNR and SSIM per image (SSIM NaN below its 11-pixel window)."""
+    a8, b8 = to_8bit(a), to_8bit(b)
+    p = psnr(a8, b8).tolist()
+    return p, (ssim(a8, b8).tolist() if min(a.shape[-2:]) >= 11 else [float("nan")] * len(p))
 
 
 class DeblurCompare:

@@ -180,3 +180,41 @@ def test_dead_leaves_is_seeded_and_covers_the_canvas():
     assert a.shape == (3, 48, 48) and 0 <= a.min() and a.max() <= 1
     assert torch.equal(a, blur.dead_leaves(48, torch.Generator().manual_seed(3)))
     assert a.std() > 0.1
+
+
+def test_blur_mix_draws_every_kind_of_degradation_and_sharp_pairs():
+    mix = blur.BlurMix(kernel_size=15, sharp_share=0.2, srgb_share=0.5, linear_share=0.3, jpeg_share=0.3, noise=(0.0, 0.02))
+    generator = torch.Generator().manual_seed(0)
+    draws = [mix.draw(generator) for _ in range(400)]
+    sharp = sum(d is None for d in draws)
+    blurred = [d for d in draws if d is not None]
+    assert 50 < sharp < 110  # about 20 %
+    srgb = sum(d.gamma == 1.0 for d in blurred) / len(blurred)
+    linear = sum(d.kind == "linear" for d in blurred) / len(blurred)
+    jpeg = [d.jpeg_quality for d in blurred if d.jpeg_quality]
+    assert 0.4 < srgb < 0.6 and 0.2 < linear < 0.4 and {d.gamma for d in blurred} == {1.0, 2.2}
+    assert 0.2 < len(jpeg) / len(blurred) < 0.4 and 60 <= min(jpeg) and max(jpeg) <= 95
+    assert all(d.kernel_size == 15 and d.noise[0] == d.noise[1] <= 0.02 for d in blurred)
+    again = [mix.draw(torch.Generator().manual_seed(0)) for _ in range(1)]
+    assert again[0] == draws[0]
+    with pytest.raises(ValueError, match="sharp_share"):
+        blur.BlurMix(sharp_share=1.5)
+    with pytest.raises(ValueError, match="JPEG quality"):
+        blur.BlurMix(jpeg_quality=(90, 50))
+
+
+def test_patch_sampler_with_a_mix_gives_identical_sharp_pairs_and_blurred_ones():
+    datasets = pack_module("models.blur.datasets")
+
+    class Folder:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return blur.dead_leaves(96, torch.Generator().manual_seed(3))
+
+    sampler = datasets.PatchSampler(Folder(), 32, 16, 1, blur.BlurMix(kernel_size=15, sharp_share=0.3, noise=(0.0, 0.0), jpeg_share=0.0))
+    blurry, sharp = sampler.next_batch()
+    same = [torch.equal(b, s) for b, s in zip(blurry, sharp)]
+    assert 0 < sum(same) < len(same)  # some sharp pairs pass through unchanged, the rest are blurred
+    assert all((b - s).abs().mean() > 1e-3 for b, s, equal in zip(blurry, sharp, same) if not equal)

@@ -51,15 +51,36 @@ def test_kernel_preview_is_readable_and_sends_the_kernels_to_the_frontend():
 def test_metrics_node_reports_psnr_ssim_and_a_heatmap():
     reference = image(1)
     restored = (reference + 0.1).clamp(0, 1)
-    report, heat, p, s = run(nodes.DeblurMetrics, restored=restored, reference=reference, heatmap_scale=0.25)
+    report, heat, p, s, gain = run(nodes.DeblurMetrics, restored=restored, reference=reference, heatmap_scale=0.25)
     expected = pack_module("models.common.metrics").psnr(
         (restored.permute(0, 3, 1, 2) * 255).round() / 255, (reference.permute(0, 3, 1, 2) * 255).round() / 255).item()
     assert p == pytest.approx(expected, abs=1e-3) and 0 < s < 1
     assert "PSNR" in report and "SSIM" in report and heat.shape == reference.shape
-    _, _, same, one = run(nodes.DeblurMetrics, restored=reference, reference=reference, heatmap_scale=0.25)
+    assert gain == 0.0 and "connect the blurry input" in report
+    _, _, same, one, _ = run(nodes.DeblurMetrics, restored=reference, reference=reference, heatmap_scale=0.25)
     assert same == float("inf") or same > 100
     with pytest.raises(ValueError, match="same size"):
         run(nodes.DeblurMetrics, restored=image(1, 20, 20), reference=reference, heatmap_scale=0.25)
+
+
+def test_metrics_node_reports_the_blurry_input_and_the_gain():
+    reference = image(2, seed=5)
+    noise = torch.randn(reference.shape, generator=torch.Generator().manual_seed(1))
+    blurry, restored = ((reference + sigma * noise).clamp(0, 1) for sigma in (0.2, 0.05))
+    report, _, p, s, gain = run(nodes.DeblurMetrics, restored=restored, reference=reference, heatmap_scale=0.25, blurry=blurry)
+    metrics = pack_module("models.common.metrics")
+    to8 = lambda x: (x.permute(0, 3, 1, 2) * 255).round() / 255
+    before = metrics.psnr(to8(blurry), to8(reference)).mean().item()
+    assert gain == pytest.approx(p - before, abs=1e-3) and gain > 5
+    assert f"blurry {before:.2f} dB" in report and f"gain {gain:+.2f} dB" in report and "deblurring helped" in report
+    report, _, _, _, worse = run(nodes.DeblurMetrics, restored=blurry, reference=reference, heatmap_scale=0.25, blurry=restored)
+    assert worse == pytest.approx(-gain, abs=1e-3) and "did not help" in report
+    # one reference and one blurry image serve a batch of restored ones
+    _, _, _, _, each = run(nodes.DeblurMetrics, restored=restored, reference=reference[:1], heatmap_scale=0.25, blurry=blurry[:1])
+    first = metrics.psnr(to8(restored), to8(reference[:1].expand_as(restored))) - metrics.psnr(to8(blurry[:1]), to8(reference[:1]))
+    assert each == pytest.approx(first.mean().item(), abs=1e-3)
+    with pytest.raises(ValueError, match="blurry is 20x20"):
+        run(nodes.DeblurMetrics, restored=restored, reference=reference, heatmap_scale=0.25, blurry=image(1, 20, 20))
 
 
 @pytest.mark.parametrize("mode", ["side_by_side", "split"])

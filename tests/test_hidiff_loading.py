@@ -148,3 +148,38 @@ def test_bad_safetensors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(unlabelled))
     with pytest.raises(CheckpointError, match="net_g, net_le_dm, net_d"):
         hidiff.load_hidiff(str(unlabelled))
+
+
+def test_colour_fix_is_stored_with_the_model_checked_and_keeps_the_input_colours(tmp_path):
+    """A model file may ask for colour anchoring (models.common.colour): the output then keeps the
+    input's low frequencies, so a tint the network adds is gone while its detail stays."""
+    from safetensors.torch import load_file, save_file
+
+    training = pack_module("models.hidiff.training")
+    colour = pack_module("models.common.colour")
+    torch.manual_seed(0)
+    model = training.build_model(training.PRESETS["tiny"]).eval()
+    image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    noise = model.initial_noise(1, 3)
+    plain = model(image, noise)
+    model.colour_fix = 8.0
+    path = tmp_path / "anchored.safetensors"
+    pack_module("models.hidiff").save_hidiff(model, str(path))
+    loaded = pack_module("models.hidiff").load_hidiff(str(path))
+    assert loaded.colour_fix == 8.0
+    anchored = loaded(image, noise)
+    low = lambda x: colour.gaussian_lowpass(x, 8.0)
+    assert (low(anchored) - low(image)).abs().mean() < 0.2 * (low(plain) - low(image)).abs().mean()
+    detail = lambda x: x - low(x)
+    assert torch.allclose(detail(anchored), detail(plain), atol=0.05)
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    loaded.colour_fix = 0.0
+    drift = (loaded(flat, noise).mean(dim=(2, 3)) - 0.4).abs().max()
+    loaded.colour_fix = 8.0
+    assert (loaded(flat, noise).mean(dim=(2, 3)) - 0.4).abs().max() < drift / 20
+    tensors = load_file(str(path))
+    metadata = pack_module("models.common.checkpoint").read_metadata(str(path))
+    for bad in ("nan", "-1", "1e9", "wide"):
+        save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={**metadata, "colour_fix": bad})
+        with pytest.raises(CheckpointError, match="colour_fix"):
+            pack_module("models.hidiff").load_hidiff(str(tmp_path / "bad.safetensors"))

@@ -108,3 +108,23 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     for part in ("net_g", "net_le_dm", "net_d", "net_le"):
         sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), part
+
+
+def test_cli_fine_tunes_stage_two_from_a_model_with_the_blur_mix(tmp_path):
+    sharp = sharp_folder(tmp_path / "sharp")
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(0)
+    hidiff.save_hidiff(training.build_model(training.PRESETS["tiny"]), str(start))
+    run = tmp_path / "run"
+    train_cli(["--sharp", sharp, "--run", str(run), "--init", str(start), "--preset", "tiny", "--iters", "0", "2",
+               "--batch", "2", "--patch", "32", "--kernel-size", "9", "--log-every", "1", "--mix", "--sharp-share", "0.5",
+               "--jpeg-share", "0.5", "--colour-fix", "12"])
+    log = (run / "loss_log.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in log[1:]] == [["2", "1"], ["2", "2"]]  # stage two only
+    before, after = hidiff.load_hidiff(str(start)), hidiff.load_hidiff(str(run / "model.safetensors"))
+    changed = lambda part: any(not torch.equal(a, b) for a, b in zip(getattr(before, part).state_dict().values(),
+                                                                    getattr(after, part).state_dict().values()))
+    assert changed("net_g") and changed("net_d") and not changed("net_le")  # stage one's encoder stays frozen
+    assert after.colour_fix == 12.0 and hidiff.load_hidiff(str(run / "checkpoint.safetensors")).colour_fix == 0.0
+    metadata = pack_module("models.common.checkpoint").read_metadata(str(run / "model.safetensors"))
+    assert "srgb_share" in metadata["training"]  # the mix is recorded with the model

@@ -108,3 +108,22 @@ def upscales_upstream(graph: dict, node_id: str) -> int:
         count += graph[current]["class_type"] == "ImageUpscaleWithModel"
         frontier += [v[0] for v in graph[current]["inputs"].values() if isinstance(v, list)]
     return count
+
+
+@pytest.mark.parametrize("path", ui_workflows(), ids=os.path.basename)
+def test_ui_workflow_sells_itself_in_the_templates_menu(path):
+    """Issue 10: the Templates card shows the file name and <name>.jpg (ComfyUI serves the workflows
+    folder; both frontends ask for <name>.jpg): a name a search for "deblur" finds, a thumbnail, a
+    one-line description (drawn on the thumbnail), and no saved view, so the graph opens fitted."""
+    ui = load(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    assert "deblur" in name.lower()
+    description = (ui.get("extra") or {}).get("description", "")
+    assert 20 <= len(description) <= 110 and "\n" not in description and "needs" in description
+    assert "ds" not in (ui.get("extra") or {}), "a saved view offset: the workflow would not open fitted"
+    thumbnail = os.path.join(os.path.dirname(path), name + ".jpg")
+    assert os.path.isfile(thumbnail), f"no Templates thumbnail {thumbnail} (tools/make_template_thumbnails.py)"
+    from PIL import Image
+
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == (512, 384)

@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
     p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    p.add_argument("--init", help="start from this model's weights (pack format with net_le), e.g. to fine-tune; "
+                                  "stage-one iterations 0 trains stage two only")
     p.add_argument("--preset", default="compact", help="model size: compact (default), tiny, gopro")
     p.add_argument("--size-json", help="model size as JSON (fields of models.hidiff.training.ModelSize), overrides --preset")
     p.add_argument("--iters", type=int, nargs=2, default=(2000, 1000), metavar=("STAGE1", "STAGE2"))
@@ -54,6 +56,15 @@ def parse_args(argv=None):
     blur.add_argument("--gamma", type=float, default=2.2, help="camera response: blur in linear light")
     blur.add_argument("--jpeg", type=int, default=0, help="JPEG quality after blurring (0: off)")
     blur.add_argument("--regions", type=int, default=1, help="spatially varying blur grid")
+    blur.add_argument("--mix", action="store_true",
+                      help="draw the blur per sample (BlurMix): camera shake or linear, in linear light or in stored "
+                           "values, random noise and JPEG, some sharp pairs; --kernel-size/--intensity/--noise/--gamma "
+                           "bound it")
+    blur.add_argument("--linear-share", type=float, default=0.3, help="--mix: share of straight-line motion")
+    blur.add_argument("--srgb-share", type=float, default=0.5, help="--mix: share blurred in stored (sRGB) values")
+    blur.add_argument("--sharp-share", type=float, default=0.1, help="--mix: share of sharp pairs (input = target)")
+    blur.add_argument("--jpeg-share", type=float, default=0.3, help="--mix: share JPEG-compressed")
+    blur.add_argument("--jpeg-quality", type=int, nargs=2, default=(60, 95), metavar=("MIN", "MAX"), help="--mix: JPEG quality range")
     blur.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.0), metavar=("MIN", "MAX"),
                       help="random zoom of the source images per patch")
     val = p.add_argument_group("validation")
@@ -61,6 +72,9 @@ def parse_args(argv=None):
     val.add_argument("--val-every", type=int, default=0)
     val.add_argument("--val-count", type=int, default=6, help="images used for validation")
     val.add_argument("--val-crop", type=int, default=128)
+    p.add_argument("--colour-fix", type=float, default=0.0, metavar="PX",
+                   help="store colour anchoring at this scale in the written model (models/common/colour.py; 0: off). "
+                        "Training is unaffected; rerun a finished run with --resume to re-export with it")
     p.add_argument("--notes", default="", help="free text stored in the model's metadata")
     return p.parse_args(argv)
 
@@ -109,6 +123,12 @@ def settings_from(args, blur):
                              noise=tuple(args.noise), gamma=args.gamma, jpeg_quality=args.jpeg, grid=args.regions)
 
 
+def mix_from(args, blur):
+    return blur.BlurMix(kernel_size=args.kernel_size, intensity=tuple(args.intensity), linear_share=args.linear_share,
+                        srgb_share=args.srgb_share, gamma=args.gamma, sharp_share=args.sharp_share, noise=tuple(args.noise),
+                        jpeg_share=args.jpeg_share, jpeg_quality=tuple(args.jpeg_quality))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     hidiff = pack_module("models.hidiff")
@@ -125,7 +145,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     datasets = blur.datasets
     if args.sharp:
-        settings = settings_from(args, blur)
+        settings = mix_from(args, blur) if args.mix else settings_from(args, blur)
         source = datasets.SharpFolder(args.sharp)
         sampler = datasets.PatchSampler(source, args.patch, args.batch, args.seed + 1, settings, tuple(args.scale))
         data = f"{len(source)} sharp images from {args.sharp}, synthetic blur {json.dumps(settings.to_dict())}, zoom {args.scale}"
@@ -134,13 +154,22 @@ def main(argv=None) -> int:
         sampler = datasets.PatchSampler(source, args.patch, args.batch, args.seed + 1)
         data = f"{len(source)} pairs from {args.paired}"
     checkpoint = os.path.join(args.run, training.CHECKPOINT)
+    model = None
     if args.resume and os.path.exists(checkpoint):
         model = hidiff.load_hidiff(checkpoint)
-    else:
-        if args.resume:
-            print(f"note: nothing to resume in {args.run}; starting a new run", file=sys.stderr)
+    elif args.resume:
+        print(f"note: nothing to resume in {args.run}; starting a new run", file=sys.stderr)
+    if model is None and args.init:
+        model = hidiff.load_hidiff(args.init)
+        if model.net_le is None:
+            print(f"error: {args.init} has no stage-one encoder net_le; it cannot be trained further", file=sys.stderr)
+            return 2
+    elif model is None:
         size = training.ModelSize(**json.loads(args.size_json)) if args.size_json else training.PRESETS[args.preset]
         model = training.build_model(size)
+    if not 0.0 <= args.colour_fix <= 256:
+        print("error: --colour-fix must be 0..256 px", file=sys.stderr)
+        return 2
     config = training.TrainConfig(iterations=tuple(args.iters), lr=args.lr, amp=args.amp, seed=args.seed,
                                   checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_every=args.val_every)
     metadata = {"data": data, "patch": args.patch, "batch": args.batch, "device": str(device), "hardware": hardware(device),
@@ -170,6 +199,7 @@ def main(argv=None) -> int:
     finally:
         bar.close()
     output = args.output or os.path.join(args.run, "model.safetensors")
+    trainer.model.colour_fix = args.colour_fix  # only in the exported file: checkpoints keep training plain
     trainer.export(output)
     print(f"wrote {output} ({os.path.getsize(output) / 1e6:.2f} MB) after {time.time() - started:.0f} s "
           f"({trainer.elapsed:.0f} s of training steps in total); log: {os.path.join(args.run, training.LOG)}")

@@ -52,7 +52,10 @@ export function renderPanel(element, content, readmeUrl) {
     anchor.rel = "noopener noreferrer";
     return anchor;
   };
-  add("strong", content.title);
+  const head = add("div");
+  add("strong", content.title, head);
+  head.append(" · ");
+  link("README → Weights", readmeUrl, head);  // first, so the compact (scrolling) panel always shows it
   const folder = add("div", "Model folder: ");
   add("code", content.root, folder);
   add("div", "Put one of these in it, then press R (refresh):");
@@ -67,5 +70,4 @@ export function renderPanel(element, content, readmeUrl) {
   }
   if (content.alternative) add("div", content.alternative);
   if (content.others.length) add("div", `Also searched: ${content.others.join(", ")}`);
-  link("README → Weights", readmeUrl, add("div"));
 }

@@ -10,7 +10,7 @@ from .convolve import BORDERS, blur, convolve, grid_weights, kernel_map
 from .blur_kernel import check_blur_kernel, make_blur_kernel, select
 from .frames import FramePair, average_frames, blur_level, frame_pairs, frames_for_level
 from .degrade import add_noise, from_linear, jpeg, to_linear
-from .synthesis import KINDS, BlurSettings, degrade, draw_kernels, synthesize
+from .synthesis import KINDS, BlurMix, BlurSettings, degrade, draw_kernels, synthesize
 from .dead_leaves import dead_leaves
 
 __all__ = [
@@ -18,5 +18,5 @@ __all__ = [
     "rasterize", "shake_trajectory", "BORDERS", "blur", "convolve", "grid_weights", "kernel_map",
     "check_blur_kernel", "make_blur_kernel", "select", "FramePair", "average_frames", "blur_level",
     "frame_pairs", "frames_for_level", "add_noise", "from_linear", "jpeg", "to_linear", "KINDS",
-    "BlurSettings", "degrade", "draw_kernels", "synthesize", "dead_leaves",
+    "BlurMix", "BlurSettings", "degrade", "draw_kernels", "synthesize", "dead_leaves",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.image_io import ImageReadError, list_images, read_image
-from .synthesis import BlurSettings, degrade, draw_kernels
+from .synthesis import BlurMix, BlurSettings, degrade, draw_kernels
 
 PAIR_LAYOUTS = (("input", "target"), ("blur", "sharp"))
 
@@ -111,12 +111,13 @@ class PatchSampler:
     own generator, so a seed (and a restored :meth:`state`) reproduces the stream exactly.
 
     With ``settings`` the source is sharp images (all kept in memory as 8-bit) and the blur is
-    synthesised per patch; otherwise paired images. ``scale`` draws a zoom factor per patch from the
+    synthesised per patch (a :class:`BlurMix` draws new settings for every patch; its sharp draws
+    give pairs whose input is the target); otherwise paired images. ``scale`` draws a zoom factor per patch from the
     range (< 1 shrinks the image first), which multiplies the effective variety of small data.
     """
 
     def __init__(self, source: PairedFolder | SharpFolder, patch: int, batch: int, seed: int,
-                 settings: BlurSettings | None = None, scale: tuple[float, float] = (1.0, 1.0)):
+                 settings: BlurSettings | BlurMix | None = None, scale: tuple[float, float] = (1.0, 1.0)):
         self.patch, self.batch, self.settings, self.scale = patch, batch, settings, scale
         self.generator = torch.Generator().manual_seed(int(seed))
         if settings is None:
@@ -162,8 +163,12 @@ class PatchSampler:
             else:
                 margin = self.settings.kernel_size // 2
                 big = augment([self._crop(image, self.patch + 2 * margin)[0]], code)[0]
-                kernel = draw_kernels(1, self.settings, self.generator)
-                b = degrade(big[None], kernel, self.settings, self.generator)[0]
+                settings = self.settings.draw(self.generator) if isinstance(self.settings, BlurMix) else self.settings
+                if settings is None:
+                    b = big
+                else:
+                    kernel = draw_kernels(1, settings, self.generator)
+                    b = degrade(big[None], kernel, settings, self.generator)[0]
                 inner = (slice(None), slice(margin, margin + self.patch), slice(margin, margin + self.patch))
                 b, s = b[inner], big[inner]
             blurry.append(b)

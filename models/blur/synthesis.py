@@ -1,6 +1,8 @@
 """Synthetic blurry/sharp pairs: kernels drawn from a seeded generator, applied in linear light,
 then noise and JPEG. One function for the node, the training data and the evaluation set, so all
-three see the same degradation."""
+three see the same degradation. :class:`BlurMix` draws different settings per training sample, so a
+model meets the variety of real photos (blur in linear light or in stored values, shake or straight
+motion, noise, JPEG, and sharp inputs that must come back unchanged)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, asdict, field
@@ -47,6 +49,51 @@ def _range(value, name: str, low: float, high: float) -> tuple[float, float]:
     return float(a), float(b)
 
 
+@dataclass
+class BlurMix:
+    """A random :class:`BlurSettings` per training sample (or ``None``: a sharp pair, input = target).
+
+    Real photos are blurred in linear light by the optics, but many pictures people want to fix were
+    blurred again in stored (sRGB) values by software or resizing; a model trained on one only learns
+    to push brightness the other way. Sharp pairs teach it to leave sharp photos (and colours) alone.
+    """
+    kernel_size: int = 31
+    intensity: tuple[float, float] = (0.1, 1.0)
+    linear_share: float = 0.3  # straight-line motion instead of camera shake
+    srgb_share: float = 0.5  # blur applied to the stored values instead of linear light
+    gamma: float = 2.2
+    sharp_share: float = 0.1
+    noise: tuple[float, float] = (0.0, 0.02)
+    jpeg_share: float = 0.3
+    jpeg_quality: tuple[int, int] = (60, 95)
+
+    def __post_init__(self):
+        check_size(self.kernel_size)
+        self.intensity = _range(self.intensity, "intensity", 0.0, 1.0)
+        self.noise = _range(self.noise, "noise", 0.0, 1.0)
+        lo, hi = (int(q) for q in self.jpeg_quality)
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(f"JPEG quality range must satisfy 1 <= min <= max <= 100, got ({lo}, {hi})")
+        self.jpeg_quality = (lo, hi)
+        for name in ("linear_share", "srgb_share", "sharp_share", "jpeg_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)}")
+
+    def draw(self, generator: torch.Generator | None = None) -> BlurSettings | None:
+        """The settings of one sample, drawn in a fixed order from ``generator`` (so runs resume exactly)."""
+        u = torch.rand(5, generator=generator, dtype=torch.float64).tolist()
+        if u[0] < self.sharp_share:
+            return None
+        noise = _draw(generator, self.noise)
+        quality = round(self.jpeg_quality[0] + (self.jpeg_quality[1] - self.jpeg_quality[0]) * u[4]) if u[3] < self.jpeg_share else 0
+        return BlurSettings(kind="linear" if u[1] < self.linear_share else "camera_shake", kernel_size=self.kernel_size,
+                            intensity=self.intensity, noise=(noise, noise), gamma=1.0 if u[2] < self.srgb_share else self.gamma,
+                            jpeg_quality=quality)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _draw(generator: torch.Generator | None, bounds: tuple[float, float]) -> float:
     low, high = bounds
     if low == high:
@@ -89,4 +136,4 @@ def synthesize(sharp: torch.Tensor, settings: BlurSettings, generator: torch.Gen
     return degrade(sharp, blur_kernel, settings, generator), blur_kernel
 
 
-__all__ = ["BlurSettings", "KINDS", "draw_kernels", "degrade", "synthesize", "add_noise"]
+__all__ = ["BlurMix", "BlurSettings", "KINDS", "draw_kernels", "degrade", "synthesize", "add_noise"]

@@ -12,6 +12,7 @@ import os
 import torch
 
 from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict
+from ..common.colour import MAX_SIGMA
 from ..common.discovery import find_models
 from ..common.state_dict import load_strict, require_finite, sub_state
 from .denoiser import SimpleDenoiser, build_denoiser
@@ -119,7 +120,19 @@ def load_hidiff(path: str, sampler: SamplerConfig | None = None) -> HIDiff:
         if module is not None:
             load_strict(module, states[name], sources[name])
     _check_compatible(net_g, net_le_dm, net_d, path)
-    return HIDiff(net_g, net_le_dm, net_d, sampler, net_le).eval()
+    return HIDiff(net_g, net_le_dm, net_d, sampler, net_le, colour_fix=_colour_fix(metadata, path)).eval()
+
+
+def _colour_fix(metadata: dict, path: str) -> float:
+    """The model file's colour-anchoring scale (0 when absent), checked: the file is untrusted."""
+    text = metadata.get("colour_fix", "0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise CheckpointError(path, f"colour_fix must be a number of pixels, got {text[:40]!r}") from None
+    if not 0.0 <= value <= MAX_SIGMA:  # also refuses NaN
+        raise CheckpointError(path, f"colour_fix must be between 0 and {MAX_SIGMA:g} px, got {value}")
+    return value
 
 
 def _check_compatible(net_g, net_le_dm, net_d, path):
@@ -149,6 +162,7 @@ def save_hidiff(model: HIDiff, path: str, source: str = "", extra: dict[str, str
         "net_g": json.dumps(model.net_g.config.to_dict()),
         "net_le_dm": json.dumps(model.net_le_dm.config.to_dict()),
         "net_d": type(model.net_d).__name__,
+        **({"colour_fix": f"{model.colour_fix:g}"} if model.colour_fix > 0 else {}),
         **(extra or {}),
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..common.colour import anchor_colours
 from ..common.padding import crop_to, pad_to_multiple
 from .diffusion import PriorSampler, SamplerConfig
 from .latent_encoder import LatentEncoder
@@ -20,7 +21,7 @@ class HIDiff(nn.Module):
     may be cast to half precision by :meth:`set_precision`."""
 
     def __init__(self, net_g: Transformer, net_le_dm: LatentEncoder, net_d: nn.Module, sampler: SamplerConfig,
-                 net_le: LatentEncoder | None = None):
+                 net_le: LatentEncoder | None = None, colour_fix: float = 0.0):
         super().__init__()
         # Channels-last: depthwise and 1x1 convolutions run 2-3x faster on CPU (oneDNN) and use
         # tensor cores on CUDA; the layer norms then normalise a contiguous last dimension.
@@ -29,6 +30,9 @@ class HIDiff(nn.Module):
         self.net_d = net_d
         self.net_le = net_le  # stage-one encoder (sees the sharp image); only for training
         self.sampler = PriorSampler(sampler)
+        # > 0: the output keeps the input's colours at this scale (px; models.common.colour). Stored
+        # in the model file; the official releases have none.
+        self.colour_fix = float(colour_fix)
 
     @property
     def prior_shape(self) -> tuple[int, int]:
@@ -59,13 +63,11 @@ class HIDiff(nn.Module):
         """``[B, 3, H, W]`` and its prior → restored ``[B, 3, H, W]`` float32 (not clamped);
         ``check()`` runs between the transformer's blocks (to stop on Cancel)."""
         padded, size = pad_to_multiple(image.float(), MULTIPLE)
-        return crop_to(self._restore(padded, prior, check), size)
+        return anchor_colours(crop_to(self._restore(padded, prior, check), size), image.float(), self.colour_fix)
 
     def forward(self, image: torch.Tensor, noise: torch.Tensor,
                 on_step: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> torch.Tensor:
-        padded, size = pad_to_multiple(image.float(), MULTIPLE)
-        prior = self._prior(padded, noise, on_step)
-        return crop_to(self._restore(padded, prior, check), size)
+        return self.restore(image, self.compute_prior(image, noise, on_step), check)
 
     def _prior(self, padded, noise, on_step):
         condition = self.net_le_dm(padded)

@@ -32,7 +32,7 @@ mkdirSync(config.screenshots, { recursive: true });
 // ("legacy") frontend 1.27.10 throws at every start-up (the setting's onChange sets two settings that
 // are not registered yet: "Cannot read properties of undefined (reading 'id')"), an error of the host
 // that would hide ours.
-for (const [id, value] of Object.entries(SETTINGS)) {
+for (const [id, value] of Object.entries({ ...SETTINGS, ...(config.settings ?? {}) })) {
   await fetch(`${config.url}/api/settings/${id}`, { method: "POST", body: JSON.stringify(value) });
 }
 
@@ -56,11 +56,15 @@ const page = context.pages()[0] ?? (await context.newPage());
 // The frontend's index.html links a stylesheet at the web root (user.css) that ComfyUI does not serve:
 // every ComfyUI 0.3.64 page logs that 404, with or without any custom node.
 const HOST_NOISE = [`${origin}/user.css`];
+// A frontend newer than the host (--front-end-root) asks for APIs that ComfyUI 0.3.64 does not have.
+const NEWER_FRONTEND_APIS = ["/api/jobs", "/api/global_subgraphs"].map((path) => `${origin}${path}`);
+const NEWER_FRONTEND_NOISE = /^\[Jobs API\]|JobsApiError/;
 page.on("console", (message) => {
   if (message.type() !== "error") return;
   const text = message.text();
   const source = message.location()?.url ?? "";
-  if (HOST_NOISE.includes(source) && /status of 404/.test(text)) {
+  const jobs = NEWER_FRONTEND_APIS.some((api) => source.startsWith(api)) && /status of 404/.test(text);
+  if ((HOST_NOISE.includes(source) && /status of 404/.test(text)) || jobs || NEWER_FRONTEND_NOISE.test(text)) {
     result.host_noise.push(`${text} (${source})`);
     return;
   }
@@ -133,6 +137,28 @@ try {
     if (report.styled !== report.ours) fail(`${name}: ${report.ours - report.styled} of our nodes lack the method colour/badge`);
     await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
     await shot(page, `workflow_${name}`);
+    if (config.thumbnails) {
+      // the nodes alone (no menus), for the Templates card: tools/make_template_thumbnails.py
+      await page.waitForTimeout(600);
+      const { nodes } = await page.evaluate(measureLayout, { loaders: {} });
+      const left = Math.min(...nodes.map((n) => n.x)), top = Math.min(...nodes.map((n) => n.y));
+      const right = Math.max(...nodes.map((n) => n.x + n.w)), bottom = Math.max(...nodes.map((n) => n.y + n.h));
+      const view = page.viewportSize();
+      const box = padded({ x: left, y: top, width: right - left, height: bottom - top }, 16);
+      box.width = Math.min(box.width, view.width - box.x);
+      box.height = Math.min(box.height, view.height - box.y);
+      mkdirSync(config.thumbnails, { recursive: true });
+      await page.screenshot({ path: join(config.thumbnails, `${name}.png`), clip: box });
+    }
+  }
+
+  // 2b. every workflow opens clean: no node covers another, every title visible (fitted, nothing
+  // under the menus), a missing-model panel inside its node; with the models there and without.
+  if (config.layout) {
+    result.layout = {};
+    for (const name of config.workflows) {
+      if (listed.includes(name)) result.layout[name] = await checkLayout(page, name, config.layout);
+    }
   }
 
   // 3.-5. run workflows from the UI (load, press Run, wait for the server), then use what they show:
@@ -249,6 +275,80 @@ async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect
     for (const [i, box] of kernelBoxes.entries()) await shot(page, `kernels_${workflow}${i ? `_${i}` : ""}`, padded(box, 8));
   } else if (expectKernels) fail(`${workflow}: no kernel preview on the page after the run`);
   return report;
+}
+
+/** Load a workflow as the Templates menu does, with its models present and then with every loader
+ * pointing at a model that is not there; measure both. */
+async function checkLayout(page, name, { loaders, missing_value: missingValue, label, expect_panels: expectPanels }) {
+  const report = {};
+  for (const variant of ["present", "missing"]) {
+    await page.evaluate(async ({ pack, name, variant, loaders, missingValue }) => {
+      const { app } = window.comfyAPI.app;
+      const { api } = window.comfyAPI.api;
+      const json = await (await fetch(api.apiURL(`/workflow_templates/${pack}/${name}.json`))).json();
+      await app.loadGraphData(json, true, true, name);
+      if (variant === "missing") {
+        const absent = app.graph.nodes.filter((n) => loaders[n.type]);
+        for (const node of absent) node.widgets.find((w) => w.name === loaders[node.type]).value = missingValue;
+        if (absent.length) await app.loadGraphData(app.graph.serialize(), true, true, `${name} (missing models)`);
+      }
+    }, { pack: config.pack, name, variant, loaders, missingValue });
+    await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
+    await page.waitForTimeout(1200); // DOM widgets, Vue nodes and the panels' second layout pass settle
+    const measured = await page.evaluate(measureLayout, { loaders });
+    if (variant === "missing" && measured.loaders === 0) continue;
+    report[variant] = measured;
+    const where = `${name} (${label}, models ${variant})`;
+    for (const [a, b] of measured.overlaps) fail(`${where}: node ${a} overlaps node ${b}`);
+    for (const node of measured.nodes.filter((n) => !n.titleVisible)) fail(`${where}: the title of ${node.label} is not visible on opening (${node.covered})`);
+    for (const panel of measured.panels.filter((p) => !p.inside)) fail(`${where}: the missing-model panel sticks out of ${panel.node}`);
+    if (variant === "missing" && expectPanels && measured.panels.length < measured.loaders) fail(`${where}: ${measured.loaders - measured.panels.length} loader(s) show no missing-model panel`);
+    await shot(page, `layout_${label}_${name}_${variant}`);
+  }
+  return report;
+}
+
+/** In the page: every node's box on screen (Vue nodes: their element; classic: the canvas bounds),
+ * the pairs that intersect, whether each title can be seen, and where each missing-model panel is. */
+function measureLayout({ loaders }) {
+  const app = window.comfyAPI.app.app;
+  const canvasRect = app.canvas.canvas.getBoundingClientRect();
+  const ds = app.canvas.ds;
+  const nodes = app.graph.nodes.map((node) => {
+    const element = document.querySelector(`.lg-node[data-node-id="${node.id}"]`);
+    let box;
+    if (element) {
+      const r = element.getBoundingClientRect();
+      box = { x: r.left, y: r.top, w: r.width, h: r.height };
+    } else {
+      const [x, y, w, h] = node.getBounding();
+      const [sx, sy] = ds.convertOffsetToCanvas([x, y]);
+      box = { x: canvasRect.left + sx, y: canvasRect.top + sy, w: w * ds.scale, h: h * ds.scale };
+    }
+    const px = box.x + Math.min(box.w / 2, 60), py = box.y + 5;
+    const hit = document.elementFromPoint(px, py);
+    const titleVisible = Boolean(hit) && (hit === app.canvas.canvas || Boolean(element?.contains(hit)));
+    const covered = hit ? `${hit.tagName.toLowerCase()}.${String(hit.className?.baseVal ?? hit.className).split(" ")[0]}` : "off screen";
+    return { id: node.id, type: node.type, label: `${node.id} ${node.title ?? node.type}`, ...box, titleVisible, covered, element };
+  });
+  const overlaps = [];
+  for (let i = 0; i < nodes.length; i++) {
+    for (let j = i + 1; j < nodes.length; j++) {
+      const a = nodes[i], b = nodes[j];
+      const w = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+      const h = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+      if (w > 1 && h > 1) overlaps.push([a.label, b.label]);
+    }
+  }
+  const panels = [...document.querySelectorAll(".deblur-missing-model")].filter((el) => el.offsetParent !== null).map((el) => {
+    const owner = app.graph.nodes.find((n) => n.widgets?.some((w) => w.element === el)) ?? null;
+    const node = nodes.find((n) => (owner ? n.id === owner.id : n.element?.contains(el)));
+    const r = el.getBoundingClientRect();
+    const inside = Boolean(node) && r.left >= node.x - 2 && r.top >= node.y - 2 && r.right <= node.x + node.w + 2 && r.bottom <= node.y + node.h + 2;
+    return { node: node?.label ?? "no node", inside, box: { x: r.left, y: r.top, w: r.width, h: r.height } };
+  });
+  return { nodes: nodes.map(({ element, ...rest }) => rest), overlaps, panels,
+    loaders: app.graph.nodes.filter((n) => loaders[n.type]).length, scale: ds.scale, offset: [...ds.offset] };
 }
 
 /** Show the first node carrying `property` (set by the extension) at 100 % in the middle of the canvas. */
