@@ -123,7 +123,7 @@ class Run:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         self.steps[phase] += 1
-        return float(loss)
+        return float(loss.detach())
 
     def train(self, log=print):
         for phase, total in zip("ABC", self.args.steps):
