@@ -89,6 +89,17 @@ def find_in_model_dirs(find) -> list[str]:
     return names
 
 
+def host_model_dirs(kind: str) -> list[str]:
+    """The host's folders of another model kind (``checkpoints``, ``diffusers``), for bases the user
+    already has; outside ComfyUI the environment variable ``COMFYUI_DEBLUR_<KIND>`` (``os.pathsep``-separated)."""
+    if IN_COMFYUI:
+        try:
+            return _folder_paths.get_folder_paths(kind)
+        except KeyError:
+            return []
+    return [p for p in os.environ.get(f"COMFYUI_DEBLUR_{kind.upper()}", "").split(os.pathsep) if p]
+
+
 def resolve_model(name: str) -> str:
     """The full path of a model listed by name (relative to one of :func:`model_dirs`)."""
     if os.path.isabs(name) and os.path.exists(name):

@@ -7,10 +7,18 @@
 * :mod:`.text_encoder`, :mod:`.tokenizer` — OpenCLIP ViT-H text tower (penultimate layer) and its
   offline BPE tokenizer;
 * :mod:`.sampler` — the DDPM schedule, DiffBIR's spaced sampler, guidance, "better start";
-* :mod:`.tiles` — DiffBIR's sliding tiles with Gaussian blending.
+* :mod:`.tiles` — DiffBIR's sliding tiles with Gaussian blending;
+* :mod:`.lora` — LoRA adapters (several per layer, per-sample scales, exact merge) and peft key conversion;
+* :mod:`.one_step` — one deterministic step at a fractional timestep, the learnable text embedding;
+* :mod:`.base` — the SD 2.x UNet and autoencoder from a single-file checkpoint, a diffusers folder or
+  DeblurDiff's model, with a layout-independent fingerprint;
+* :mod:`.training` — training-only parts shared by the one-step methods (latent discriminator,
+  edge-aware perceptual loss).
 
 Nothing here downloads anything; diffusers is used for its model classes only.
 """
+LATENT_SCALE = 0.18215  # SD 2.x: autoencoder latents × this = diffusion latents
+
 from .unet import HEAD_CHANNELS, HintControlNet, UNetConfig, build_unet, controlled_unet, set_attention_windows, window_starts
 from .convert import unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
 from .vae import AutoencoderKL, VAEConfig
@@ -18,13 +26,17 @@ from .text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 from .tokenizer import CLIPTokenizer, default_tokenizer
 from .sampler import DDPMSchedule, SpacedSampler, guided, low_frequency, spaced_timesteps
 from .tiles import gaussian_weights, sliding_tiles, tiled_prediction
-
-LATENT_SCALE = 0.18215  # SD 2.x: autoencoder latents × this = diffusion latents
+from .lora import (UNET_TARGETS, LoRALayer, adapter_state, inject_lora, load_adapter, merge_adapters, pack_to_peft,
+                   peft_to_pack, set_scale, unwrap_lora)
+from .one_step import OneStepSchedule, TextEmbedding, one_step
+from .base import SDBase, base_fingerprint, is_diffusers_folder, load_base, read_base
 
 __all__ = [
     "HEAD_CHANNELS", "HintControlNet", "UNetConfig", "build_unet", "controlled_unet", "set_attention_windows",
     "window_starts", "unet_to_diffusers", "unet_to_ldm", "vae_to_diffusers", "vae_to_ldm", "AutoencoderKL",
     "VAEConfig", "OpenCLIPTextEncoder", "TextEncoderConfig", "CLIPTokenizer", "default_tokenizer", "DDPMSchedule",
     "SpacedSampler", "guided", "low_frequency", "spaced_timesteps", "gaussian_weights", "sliding_tiles",
-    "tiled_prediction", "LATENT_SCALE",
+    "tiled_prediction", "LATENT_SCALE", "UNET_TARGETS", "LoRALayer", "adapter_state", "inject_lora", "load_adapter",
+    "merge_adapters", "pack_to_peft", "peft_to_pack", "set_scale", "unwrap_lora", "OneStepSchedule", "TextEmbedding",
+    "one_step", "SDBase", "base_fingerprint", "is_diffusers_folder", "load_base", "read_base",
 ]

@@ -139,7 +139,10 @@ class HintControlNet(nn.Module):
     def forward(self, sample: torch.Tensor, hint: torch.Tensor, timestep: torch.Tensor,
                 context: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         emb = self.time_embedding(self.time_proj(timestep.expand(sample.shape[0])).to(sample.dtype))
-        h = self.conv_in(torch.cat([sample, hint], dim=1))
+        return self.residuals(self.conv_in(torch.cat([sample, hint], dim=1)), emb, context)
+
+    def residuals(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The encoder from the first feature map ``h`` on, each map through its zero convolution."""
         features = [h]
         for block in self.down_blocks:
             if getattr(block, "has_cross_attention", False):
