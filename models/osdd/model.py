@@ -17,7 +17,7 @@ from torch import nn
 
 from ..common.padding import crop_to, pad_to_multiple
 from ..sd21.base import SDBase
-from ..sd21.lora import inject_lora
+from ..sd21.lora import inject_lora, lora_layers
 from ..sd21.one_step import OneStepSchedule, TextEmbedding, one_step
 from ..sd21.tiles import tiled_prediction
 from .dda import ADAPTERS, DDAGate, check_gamma, set_gamma
@@ -29,6 +29,18 @@ VAE_ADAPTER = "osdd"
 # The notes' default prompt (the OSEDiff-lineage quality sentence without tagger words); the file stores
 # its learnt embedding, this text only seeds it at training when the base has a text encoder.
 DEFAULT_PROMPT = "A high-resolution, 8K, ultra-realistic image with sharp focus, vibrant colors, and natural lighting"
+
+
+def inject_second_adapter(unet: nn.Module, first: str, second: str, rank: int) -> None:
+    """Both adapters on the same layers. Work-around: the core's ``inject_lora`` skips layers already
+    wrapped, so a second call adds nothing (reported in /work/coord/osdd.md); the second adapter is
+    added to the wrappers the first created, initialised as ``inject_lora`` does (zero up)."""
+    inject_lora(unet, first, rank)
+    for layer in lora_layers(unet).values():
+        if first in layer.adapters and second not in layer.adapters:
+            adapter = layer.add(second, rank, rank)
+            nn.init.kaiming_uniform_(adapter.down.weight, a=5 ** 0.5)
+            nn.init.zeros_(adapter.up.weight)
 
 
 @dataclass
@@ -75,8 +87,7 @@ class OSDD(nn.Module):
         evae = EVAE(base.vae)
         if vae_rank:
             inject_lora(evae.vae.encoder, VAE_ADAPTER, vae_rank, targets=VAE_TARGETS)
-        for name in ADAPTERS:
-            inject_lora(base.unet, name, unet_rank)
+        inject_second_adapter(base.unet, *ADAPTERS, unet_rank)
         gate = DDAGate(evae.skips[-1].skip_conv.in_channels, config.gate_hidden)
         text = TextEmbedding(base.unet_config.context_dim, init=text_init)
         return cls(base, evae, gate, text, config).to(base.vae.dtype)
