@@ -82,3 +82,8 @@ def prepare_models(models_dir: str | os.PathLike) -> None:
     from tiny_deblurdiff import micro_state, write_model
 
     write_model(os.path.join(deblur, "DeblurDiff", "model.pth"), micro_state(0))
+    # OSDD: the tiny SD 2.x base where ComfyUI keeps checkpoints, tiny OSDD weights trained "on" it
+    from tiny_osdd import write_tiny_osdd
+
+    write_tiny_osdd(os.path.join(deblur, "OSDD", "osdd.safetensors"),
+                    os.path.join(models_dir, "checkpoints", "v2-1_512-ema-pruned.safetensors"))
