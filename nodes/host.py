@@ -91,13 +91,17 @@ def find_in_model_dirs(find) -> list[str]:
 
 def host_model_dirs(kind: str) -> list[str]:
     """The host's folders of another model kind (``checkpoints``, ``diffusers``), for bases the user
-    already has; outside ComfyUI the environment variable ``COMFYUI_DEBLUR_<KIND>`` (``os.pathsep``-separated)."""
+    already has; outside ComfyUI the environment variable ``COMFYUI_DEBLUR_<KIND>`` (``os.pathsep``-separated),
+    else the ``<kind>`` folders beside the deblur model folders (ComfyUI's ``models/`` layout)."""
     if IN_COMFYUI:
         try:
             return _folder_paths.get_folder_paths(kind)
         except KeyError:
             return []
-    return [p for p in os.environ.get(f"COMFYUI_DEBLUR_{kind.upper()}", "").split(os.pathsep) if p]
+    variable = os.environ.get(f"COMFYUI_DEBLUR_{kind.upper()}")
+    if variable is not None:
+        return [p for p in variable.split(os.pathsep) if p]
+    return [os.path.join(os.path.dirname(os.path.normpath(d)), kind) for d in model_dirs()]
 
 
 def resolve_model(name: str) -> str:

@@ -43,6 +43,13 @@ LOADERS = {
              "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
         ],
     },
+    "FideDiffLoader": {
+        "method": "FideDiff",
+        "widget": "adapter",
+        "alternative": ("no official weights exist: train an adapter with tools/train_fidediff.py (README, FideDiff); "
+                        "the base is Stable Diffusion 2.1 in ComfyUI's models/checkpoints"),
+        "models": [],
+    },
 }
 
 

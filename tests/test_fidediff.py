@@ -21,7 +21,7 @@ def files(tmp_path_factory):
     other = write_single_file(root / "checkpoints" / "other.safetensors", seed=5)
     return {"base": base, "other": other, "root": root,
             "d4": write_adapter(root / "FideDiff" / "tiny_d4.safetensors", base, 4),
-            "d8": write_adapter(root / "FideDiff" / "tiny_d8.safetensors", base, 8, with_kcn=False)}
+            "d8": write_adapter(root / "FideDiff" / "tiny_d8.safetensors", base, 8, with_kcn=False, with_estimator=False)}
 
 
 def test_zero_initialised_kcn_leaves_the_unet_exactly_unchanged(files):
@@ -58,7 +58,10 @@ def test_any_size_in_and_out(files, name, d):
     assert latent.shape[-2:] == ((37 + m - 1) // m * m // d, (29 + m - 1) // m * m // d)
     out, info = pipeline.deblur(model, torch.cat([image, image.flip(-1)]))
     assert out.shape == (2, 3, 37, 29) and 0 <= out.min() and out.max() <= 1
-    assert info["timestep"] == [fd.DEFAULT_TIMESTEP] * 2 and info["level"] == [None, None]
+    if name == "d8":  # no estimator: the paper's best constant
+        assert info["timestep"] == [fd.DEFAULT_TIMESTEP] * 2 and info["level"] == [None, None]
+    else:  # the adapter's estimator gives the level, per image
+        assert info["timestep"] == pytest.approx(info["level"]) and all(0 <= t <= 400 for t in info["timestep"])
     override, info = pipeline.deblur(model, image, pipeline.DeblurOptions(timestep=80.0, latent_downsample=8))
     assert override.shape == image.shape and info["timestep"] == [80.0]
 

@@ -82,8 +82,13 @@ def prepare_models(models_dir: str | os.PathLike) -> None:
     from tiny_deblurdiff import micro_state, write_model
 
     write_model(os.path.join(deblur, "DeblurDiff", "model.pth"), micro_state(0))
-    # OSDD: the tiny SD 2.x base where ComfyUI keeps checkpoints, tiny OSDD weights trained "on" it
+    # FideDiff: a tiny SD 2.1 base where ComfyUI keeps checkpoints, and an adapter made for it
+    from tiny_fidediff import write_adapter
+    from tiny_sd import write_single_file
+
+    base = write_single_file(os.path.join(models_dir, "checkpoints", "v2-1_512-ema-pruned.safetensors"))
+    write_adapter(os.path.join(deblur, "FideDiff", "fidediff_sd21_d4.safetensors"), base, 4)
+    # OSDD: weights trained "on" the same tiny base
     from tiny_osdd import write_tiny_osdd
 
-    write_tiny_osdd(os.path.join(deblur, "OSDD", "osdd.safetensors"),
-                    os.path.join(models_dir, "checkpoints", "v2-1_512-ema-pruned.safetensors"))
+    write_tiny_osdd(os.path.join(deblur, "OSDD", "osdd.safetensors"), base)

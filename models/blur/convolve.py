@@ -86,18 +86,50 @@ def blur(images: torch.Tensor, kernels: torch.Tensor, border: str = "reflect") -
     if gh * gw == 1:
         return convolve(images, kernels[:, 0, 0], border)
     if gh * gw <= BLEND_UP_TO:
-        weights = grid_weights((gh, gw), h, w).to(images)
-        out = torch.zeros_like(images)
-        for r in range(gh * gw):
-            out += weights[r] * convolve(images, kernels[:, r // gw, r % gw], border)
-        return out
-    per_pixel = kernel_map(kernels, h, w)  # [B, k*k, H, W]
-    c = k // 2
-    padded = pad(images, c, border)
-    out = torch.zeros_like(images)
-    for i in range(k):
-        for j in range(k):
-            # offset u = (i - c, j - c) reads img(p - u), i.e. the padded image shifted the other way
-            shifted = padded[..., 2 * c - i:2 * c - i + h, 2 * c - j:2 * c - j + w]
-            out += per_pixel[:, i * k + j, None] * shifted
+        weights = grid_weights((gh, gw), h, w).to(images)[None]
+        return blend_convolutions(images, kernels.reshape(b, gh * gw, k, k), weights, border)
+    return per_pixel_filter(images, kernel_map(kernels, h, w), k, border)
+
+
+def blend_convolutions(images: torch.Tensor, kernels: torch.Tensor, weights: torch.Tensor,
+                       border: str = "reflect") -> torch.Tensor:
+    """``Σ_r weights[:, r] · convolve(images, kernels[:, r])``: per-pixel kernels that are mixtures of
+    ``R`` kernels, ``[B, R, k, k]`` mixed by ``[B or 1, R, H, W]`` (a grid's blending weights, or a
+    kernel-basis estimate). Memory: the images and one blurred copy, whatever ``k`` and the image size."""
+    b, r = kernels.shape[:2]
+    if weights.shape[1] != r or weights.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"{r} kernels need weights [batch, {r}, {images.shape[-2]}, {images.shape[-1]}], got {tuple(weights.shape)}")
+    out = None
+    for index in range(r):
+        term = weights[:, index, None] * convolve(images, kernels[:, index], border)
+        out = term if out is None else out + term
     return out
+
+
+def per_pixel_filter(images: torch.Tensor, kernels: torch.Tensor, size: int, border: str = "reflect",
+                     correlate: bool = False) -> torch.Tensor:
+    """A different ``size × size`` kernel at every pixel: ``images [B, C, H, W]``, ``kernels
+    [B, G·size², H, W]`` (tap ``i·size + j``; channel ``c`` uses group ``c // (C/G)``).
+
+    Convolution (the blur lab's orientation): ``out(p) = Σ K[c + u] · img(p − u)``; ``correlate=True``:
+    ``out(p) = Σ K[c + u] · img(p + u)`` (DeblurDiff's EAC). The taps are accumulated as shifted views of
+    the padded input, so memory is the padded input plus the output, never ``size²`` copies.
+    """
+    n, ch, h, w = images.shape
+    taps = size * size
+    if kernels.ndim != 4 or kernels.shape[0] != n or kernels.shape[2:] != (h, w) or kernels.shape[1] % taps:
+        raise ValueError(f"per-pixel kernels {tuple(kernels.shape)} do not fit images {tuple(images.shape)} with {size}x{size} taps")
+    groups = kernels.shape[1] // taps
+    if ch % groups:
+        raise ValueError(f"{ch} channels cannot be split into {groups} kernel groups")
+    c = size // 2
+    padded = pad(images, c, border)
+    weights = kernels.view(n, groups, 1, taps, h, w)
+    out = torch.zeros_like(images).view(n, groups, ch // groups, h, w)
+    for tap in range(taps):
+        i, j = divmod(tap, size)
+        if not correlate:  # offset u = (i - c, j - c) reads img(p - u): the padded image shifted the other way
+            i, j = 2 * c - i, 2 * c - j
+        shifted = padded[:, :, i:i + h, j:j + w].reshape(n, groups, ch // groups, h, w)
+        out.addcmul_(shifted, weights[:, :, :, tap])
+    return out.view(n, ch, h, w)

@@ -33,32 +33,38 @@ def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
 
 
 def tiled_apply(image: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int, overlap: int,
-                on_tile: Callable[[], None] | None = None) -> torch.Tensor:
-    """Run a size-preserving ``fn`` over ``[B, C, H, W]`` tile by tile and blend the overlaps linearly.
+                on_tile: Callable[[], None] | None = None, scale: int = 1) -> torch.Tensor:
+    """Run ``fn`` over ``[B, C, H, W]`` tile by tile and blend the overlaps linearly.
 
-    The accumulators live on the image's device and dtype float32; each tile goes through ``fn`` alone.
+    ``fn`` keeps the size (``scale=1``) or shrinks it ``scale`` times (e.g. a map on a coarser grid; then
+    ``H``, ``W``, ``tile`` and ``overlap`` must be multiples of ``scale``). The accumulators live on the
+    image's device and dtype float32; each tile goes through ``fn`` alone.
     """
     if tile <= 0 or overlap < 0 or overlap >= tile:
         raise ValueError(f"need tile > overlap >= 0, got tile={tile}, overlap={overlap}")
     b, _, h, w = image.shape
+    if scale < 1 or any(v % scale for v in (h, w, tile, overlap)):
+        raise ValueError(f"image {h}x{w}, tile {tile} and overlap {overlap} must be multiples of the scale {scale}")
     rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    s = scale
     out = weights = None
     for i, top in enumerate(rows):
         th = min(tile, h)
         above = rows[i - 1] + th - top if i else 0
         below = top + th - rows[i + 1] if i + 1 < len(rows) else 0
-        wy = _ramp(th, above, below)
+        wy = _ramp(th // s, above // s, below // s)
         for j, left in enumerate(cols):
             tw = min(tile, w)
             before = cols[j - 1] + tw - left if j else 0
             after = left + tw - cols[j + 1] if j + 1 < len(cols) else 0
             result = fn(image[..., top:top + th, left:left + tw])
             if out is None:
-                out = torch.zeros(b, result.shape[1], h, w, dtype=torch.float32, device=result.device)
-                weights = torch.zeros(1, 1, h, w, dtype=torch.float32, device=result.device)
-            mask = (wy[:, None] * _ramp(tw, before, after)[None, :]).to(out)
-            out[..., top:top + th, left:left + tw] += result.float() * mask
-            weights[..., top:top + th, left:left + tw] += mask
+                out = torch.zeros(b, result.shape[1], h // s, w // s, dtype=torch.float32, device=result.device)
+                weights = torch.zeros(1, 1, h // s, w // s, dtype=torch.float32, device=result.device)
+            mask = (wy[:, None] * _ramp(tw // s, before // s, after // s)[None, :]).to(out)
+            region = (..., slice(top // s, (top + th) // s), slice(left // s, (left + tw) // s))
+            out[region] += result.float() * mask
+            weights[region] += mask
             if on_tile:
                 on_tile()
     return out / weights

@@ -15,13 +15,16 @@ Two implementations that run on any device:
 * :func:`eac_reference` unfolds the k·k neighbourhoods and contracts them with the kernels
   (plain, k² times the input in temporaries);
 * :func:`eac` accumulates k² shifted views of the padded input in place — no k² temporaries,
-  same arithmetic (the one the pipeline uses). A Triton kernel would save little more: the latent
+  same arithmetic (the one the pipeline uses; it is the blur lab's
+  :func:`~..blur.convolve.per_pixel_filter`, shared with FideDiff's reblur). A Triton kernel would save little more: the latent
   has 4 channels, so EAC is a negligible part of a sampling step next to three UNets.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..blur.convolve import per_pixel_filter
 
 
 def _check(x: torch.Tensor, kernels: torch.Tensor, size: int) -> int:
@@ -45,15 +48,7 @@ def eac_reference(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torc
 
 
 def eac(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torch.Tensor:
-    """EAC as k² shifted multiply-adds into one output buffer (memory: the padded input + output)."""
-    groups = _check(x, kernels, size)
-    n, c, h, w = x.shape
-    pad = (size - 1) // 2
-    padded = F.pad(x, (pad, pad, pad, pad))
-    weights = kernels.view(n, groups, 1, size * size, h, w)
-    out = torch.zeros_like(x).view(n, groups, c // groups, h, w)
-    for tap in range(size * size):
-        i, j = divmod(tap, size)
-        shifted = padded[:, :, i:i + h, j:j + w].reshape(n, groups, c // groups, h, w)
-        out.addcmul_(shifted, weights[:, :, :, tap])
-    return out.view(n, c, h, w)
+    """EAC as k² shifted multiply-adds into one output buffer (memory: the padded input + output);
+    the blur lab's per-pixel filter in correlation form with zero padding."""
+    _check(x, kernels, size)
+    return per_pixel_filter(x, kernels, size, border="zeros", correlate=True)

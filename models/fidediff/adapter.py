@@ -72,12 +72,17 @@ def read_adapter(path: str) -> tuple[dict, dict]:
     return state, metadata
 
 
-def _estimator(state: dict, metadata: dict, source: str):
-    if not any(k.startswith(ESTIMATOR_PREFIXES) for k in state):
-        return None
-    from .estimator_model import estimator_from_state  # the estimator helper's module
+def _estimator(state: dict, source: str):
+    """The adapter's own M and T, else the pack's bundled estimator (trained on synthetic blur), else none."""
+    from .estimator_model import default_available, estimator_from_state, load_blur_estimator
 
-    return estimator_from_state(state, source, metadata)
+    if any(k.startswith(ESTIMATOR_PREFIXES) for k in state):
+        return estimator_from_state(state, source)
+    if default_available():
+        from .estimator_model import DEFAULT_PATH
+
+        return load_blur_estimator(DEFAULT_PATH)
+    return None
 
 
 def load_fidediff(base_path: str, adapter_path: str, dtype: torch.dtype = torch.float32, check_base: bool = True,
@@ -108,7 +113,7 @@ def load_fidediff(base_path: str, adapter_path: str, dtype: torch.dtype = torch.
         with torch.device("meta"):
             kcn = KernelControlNet(base.unet_config, KernelControlNet.kernel_channels_of(kcn_state, source))
         load_strict(kcn, kcn_state, source, assign=True)
-    estimator = _estimator(state, metadata, adapter_path)
+    estimator = _estimator(state, adapter_path)
     model = FideDiff(base, text, kcn, estimator, int(metadata.get("latent_downsample", "4")))
     model.metadata = metadata
     model.adapter_source = adapter_path

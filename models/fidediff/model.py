@@ -117,6 +117,16 @@ def kernel_input(kernel_map: torch.Tensor, image_size: tuple[int, int], latent_s
     return F.pad(kmap, pad, mode="replicate") if any(pad) else kmap
 
 
+def match_kernel_map(kernel_map: torch.Tensor, size: int) -> torch.Tensor:
+    """A kernel map ``[B, k², h, w]`` with another kernel size → ``[B, size², h, w]`` (:func:`fit_kernel_size`)."""
+    k = int(round(kernel_map.shape[1] ** 0.5))
+    if k == size:
+        return kernel_map
+    b, _, h, w = kernel_map.shape
+    kernels = kernel_map.permute(0, 2, 3, 1).reshape(b, h, w, k, k)
+    return fit_kernel_size(kernels, size).reshape(b, h, w, size * size).permute(0, 3, 1, 2)
+
+
 def fit_kernel_size(kernels: torch.Tensor, size: int) -> torch.Tensor:
     """Per-pixel kernels ``[..., k, k]`` → ``[..., size, size]``: centre-cropped or zero-padded, then
     renormalised to sum to one (a kernel from another tool with another support)."""

@@ -2,13 +2,14 @@
 decode, crop. Each image of a batch goes through alone (memory follows one image, or one tile)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..common.padding import crop_to, pad_to_multiple
-from .model import DEFAULT_TIMESTEP, MAX_TIMESTEP, FideDiff, kernel_input
+from .model import DEFAULT_TIMESTEP, MAX_TIMESTEP, FideDiff, kernel_input, match_kernel_map
 
 STAGES = 4  # estimate, encode, step, decode: progress units per image
 
@@ -53,15 +54,15 @@ def deblur(model: FideDiff, image: torch.Tensor, options: DeblurOptions | None =
         kernels, level = None, None
         if model.estimator is not None and (options.timestep < 0 or (options.use_kernels and model.kcn is not None)):
             with torch.no_grad():
-                estimate = model.estimator.estimate(padded.to(next(model.estimator.parameters()).dtype))
+                estimate = model.estimator.estimate(single.to(device, next(model.estimator.parameters()).dtype))
             level = estimate.level
             if options.use_kernels and model.kcn is not None:
-                kernels = estimate.kernel_map
+                kernels = match_kernel_map(estimate.kernel_map, math.isqrt(model.kcn.kernel_channels))
         tick()
         latent = model.encode(padded, d, tile=options.vae_tile)
         tick()
         t = resolve_timestep(options.timestep, level, 1).to(device)
-        k_in = kernel_input(kernels, padded.shape[-2:], latent.shape[-2:], d) if kernels is not None else None
+        k_in = kernel_input(kernels, size, latent.shape[-2:], d) if kernels is not None else None
         clean = model.step(latent, t, k_in, tile=options.latent_tile)
         tick()
         out = model.decode(clean, d, tile=options.vae_tile // 8 if options.vae_tile else 0)

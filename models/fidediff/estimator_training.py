@@ -1,0 +1,333 @@
+"""Training M (reblur loss) and T (time loss) on synthetic blur, resumable, in the pack's style.
+
+Data (:class:`EstimatorSampler`, one seeded generator, so a restored state reproduces the stream):
+
+* **frame averaging with known n** (GoPro's construction): a sharp crop moves along a random camera-shake
+  path at ``speed`` px per frame; the ``n`` frames (integer offsets, odd ``n``) are averaged by
+  :func:`..blur.frames.average_frames`, the middle frame is the sharp target and the level is
+  ``t = 20·(n − 1)``;
+* **camera shake** from the blur lab (:func:`..blur.synthesis.draw_kernels`), whose level is unknown, so it
+  trains M only.
+
+Blur is made on the stored values (``gamma = 1``), where reblurring with the true kernel reproduces the
+blurry image exactly. Each sharp crop keeps a margin of ``m // 2`` so the reblur loss never sees padding.
+
+Stage 1 trains M on ``L1(reblur(sharp, M(blurry)), blurry)`` plus, since the synthetic kernel is known, a
+small kernel term (:func:`kernel_loss`, ``kernel_weight``; 0 gives the paper's reblur-only loss), and alongside T on M's detached output
+(``L1(T(kernel grid), t)`` on every cell, for the samples with a known level); stage 2 trains T alone with
+M frozen, so T ends fitted to the final M. AdamW, cosine learning rate, gradient clipping.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..blur.datasets import PatchSampler, SharpFolder, augment
+from ..blur.frames import average_frames, blur_level
+from ..blur.synthesis import BlurSettings, degrade, draw_kernels
+from ..blur.convolve import grid_weights
+from ..blur.trajectory import shake_trajectory
+from ..common.checkpoint import CheckpointError
+from .estimator import LEVEL_MAX, BlurLevelRegressor, EstimatorConfig, KernelEstimate, KernelEstimator, RegressorConfig, level_grid
+from .estimator_model import BlurEstimator, load_blur_estimator, save_blur_estimator
+
+CHECKPOINT = "checkpoint.safetensors"
+STATE = "training_state.pt"
+LOG = "loss_log.csv"
+LOG_FIELDS = ("stage", "iteration", "lr", "l_reblur", "l_kernel", "level_mae", "seconds")
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+@dataclass
+class DataConfig:
+    kernel_size: int = 19
+    patch: int = 64  # multiple of 8 (T's grid)
+    batch: int = 8
+    frames: tuple[int, int] = (1, 21)  # odd n drawn uniformly in the range: levels 0..400
+    speed: tuple[float, float] = (0.4, 0.9)  # px per frame; (n - 1) / 2 · speed must stay within m // 2
+    frame_share: float = 0.6  # the rest is blur-lab camera shake
+    intensity: tuple[float, float] = (0.0, 1.0)  # camera shake extent (fraction of the kernel)
+    varying_share: float = 0.3  # camera shake samples with a 2 x 2 grid of kernels (spatially varying)
+    noise: tuple[float, float] = (0.0, 0.01)
+    scale: tuple[float, float] = (0.5, 1.0)  # random zoom of the source images
+
+
+class EstimatorSampler(PatchSampler):
+    """Batches ``(blurry [B,3,P,P], sharp [B,3,P+2c,P+2c], level [B], known [B])`` (c = m // 2)."""
+
+    def __init__(self, source: SharpFolder, config: DataConfig, seed: int):
+        c = config
+        if c.patch % 8:
+            raise ValueError(f"patch must be a multiple of 8, got {c.patch}")
+        if (c.frames[1] - 1) / 2 * c.speed[1] > c.kernel_size // 2:
+            raise ValueError(f"{c.frames[1]} frames at {c.speed[1]} px/frame leave a {c.kernel_size}-pixel kernel")
+        self.config = c
+        self.shake = BlurSettings(kind="camera_shake", kernel_size=c.kernel_size, intensity=c.intensity, gamma=1.0)
+        self.varying = BlurSettings(kind="camera_shake", kernel_size=c.kernel_size, intensity=c.intensity, gamma=1.0, grid=2)
+        super().__init__(source, c.patch + 4 * (c.kernel_size // 2), c.batch, seed, scale=c.scale, settings=self.shake)
+
+    def _noisy(self, blurry: torch.Tensor) -> torch.Tensor:
+        sigma = self._uniform(*self.config.noise)
+        return (blurry + sigma * torch.randn(blurry.shape, generator=self.generator)).clamp(0, 1)
+
+    def frame_offsets(self, frames: int, speed: float) -> torch.Tensor:
+        """``[n, 2]`` integer ``(dy, dx)`` of each frame relative to the middle one, along a shake path."""
+        path, params = shake_trajectory(self.generator)
+        if frames == 1:
+            return torch.zeros(1, 2, dtype=torch.long)
+        index = torch.linspace(0, len(path) - 1, frames).round().long()
+        points = path[index] * ((frames - 1) * speed / params["length"])
+        offsets = (points - points[frames // 2]).round().long()
+        limit = self.config.kernel_size // 2
+        return offsets.flip(-1).clamp(-limit, limit)
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
+        c = self.config
+        m = c.kernel_size // 2
+        image = self.images[self._randint(len(self.images))]
+        big = augment([self._crop(image, c.patch + 4 * m)[0]], self._randint(8))[0]  # margin for motion + reblur
+        sharp = big[:, m:m + c.patch + 2 * m, m:m + c.patch + 2 * m]
+        inner = (slice(None), slice(2 * m, 2 * m + c.patch), slice(2 * m, 2 * m + c.patch))
+        if float(torch.rand((), generator=self.generator)) < c.frame_share:
+            low, high = (c.frames[0] + 1) // 2, (c.frames[1] + 1) // 2
+            n = 2 * (low + self._randint(high - low + 1)) - 1
+            offsets = self.frame_offsets(n, self._uniform(*c.speed))
+            frames = torch.stack([big[:, 2 * m + dy:2 * m + dy + c.patch, 2 * m + dx:2 * m + dx + c.patch]
+                                  for dy, dx in offsets.tolist()])
+            blurry = average_frames(frames, gamma=1.0).blurry
+            truth = frames_kernel(offsets, c.kernel_size).flatten()[:, None, None].expand(-1, *level_grid(c.patch, c.patch))
+            return self._noisy(blurry), sharp, float(blur_level(n)), True, truth
+        settings = self.varying if float(torch.rand((), generator=self.generator)) < c.varying_share else self.shake
+        kernel = draw_kernels(1, settings, self.generator)
+        blurry = degrade(big[None], kernel, settings, self.generator)[0][inner]
+        return self._noisy(blurry), sharp, float("nan"), False, self._true_grid(kernel["kernels"][0], big.shape[-1])
+
+    def _true_grid(self, kernels: torch.Tensor, size: int) -> torch.Tensor:
+        """The blur lab's ``[gh, gw, m, m]`` kernels as the patch's stride-8 kernel grid ``[m², h, w]``."""
+        c = self.config
+        gh, gw, m = kernels.shape[0], kernels.shape[1], kernels.shape[-1]
+        margin = 2 * (m // 2)
+        weights = grid_weights((gh, gw), size, size)[:, margin:margin + c.patch, margin:margin + c.patch]
+        pooled = F.adaptive_avg_pool2d(weights[None], level_grid(c.patch, c.patch))[0]  # [gh·gw, h, w]
+        return torch.einsum("rk,rhw->khw", kernels.reshape(gh * gw, m * m), pooled)
+
+    def next_batch(self):
+        """``(blurry, sharp with margin, level [B], known [B], true kernel grid [B, m², P/8, P/8])``."""
+        samples = [self.sample() for _ in range(self.batch)]
+        blurry, sharp, level, known, truth = zip(*samples)
+        return (torch.stack(blurry), torch.stack(sharp), torch.tensor(level, dtype=torch.float32),
+                torch.tensor(known, dtype=torch.bool), torch.stack(truth))
+
+
+def frames_kernel(offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``[m, m]`` kernel (convolution orientation) of averaging frames displaced by ``offsets [n, 2]``:
+    frame ``i`` shows ``sharp(p + d_i)``, i.e. tap ``c − d_i``."""
+    kernel = torch.zeros(size, size)
+    c = size // 2
+    for dy, dx in offsets.tolist():
+        kernel[c - dy, c - dx] += 1.0 / len(offsets)
+    return kernel
+
+
+# -- losses -----------------------------------------------------------------------------------------
+
+def reblur_loss(estimate: KernelEstimate, blurry: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
+    """``L1(reblur(sharp, M(blurry)), blurry)``; ``sharp`` may carry an ``m // 2`` margin."""
+    return F.l1_loss(estimate.reblur(sharp.float()), blurry.float())
+
+
+def kernel_loss(estimate: KernelEstimate, truth: torch.Tensor) -> torch.Tensor:
+    """Where the synthetic kernel is known: the L1 distance between the estimated and the true kernel
+    grid (stride 8), summed over the taps (0 = equal, 2 = disjoint), averaged over the cells."""
+    return (estimate.kernel_map(tuple(truth.shape[-2:])) - truth.to(estimate.weights)).abs().sum(1).mean()
+
+
+def time_loss(level_map: torch.Tensor, level: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error of every cell of T's map against the true level, in level units, over the
+    samples whose level is known (zero when none is)."""
+    if not bool(known.any()):
+        return level_map.sum() * 0
+    errors = (level_map[known].float() - level[known].to(level_map)[:, None, None, None]).abs()
+    return errors.mean()
+
+
+# -- the trainer ------------------------------------------------------------------------------------
+
+@dataclass
+class EstimatorTrainConfig:
+    iterations: tuple[int, int] = (6000, 1000)  # stage 1 (M, and T alongside), stage 2 (T alone)
+    lr: float = 5e-4
+    level_lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    kernel_weight: float = 0.02  # weight of kernel_loss next to the reblur loss (0: reblur only, as the paper)
+    seed: int = 19
+    checkpoint_every: int = 200
+    log_every: int = 20
+    extra: dict = field(default_factory=dict)
+
+    def learning_rate(self, base: float, stage: int, iteration: int) -> float:
+        """Cosine from ``base`` to ``min_lr`` over the stage."""
+        total = max(self.iterations[stage - 1], 1)
+        return self.min_lr + 0.5 * (base - self.min_lr) * (1 + math.cos(math.pi * min(iteration / total, 1.0)))
+
+
+def build_estimator(estimator: EstimatorConfig | None = None, regressor: RegressorConfig | None = None) -> BlurEstimator:
+    estimator = estimator or EstimatorConfig()
+    regressor = regressor or RegressorConfig(kernel_size=estimator.kernel_size)
+    return BlurEstimator(KernelEstimator(estimator), BlurLevelRegressor(regressor))
+
+
+class EstimatorTrainer:
+    """Runs both stages on ``sampler``; ``run_dir`` holds the checkpoint pair and the loss log."""
+
+    def __init__(self, model: BlurEstimator, sampler: EstimatorSampler, config: EstimatorTrainConfig, run_dir: str,
+                 device: torch.device | str = "cpu", metadata: dict | None = None):
+        self.model = model.to(device)
+        self.sampler = sampler
+        self.config = config
+        self.run_dir = run_dir
+        self.device = torch.device(device)
+        self.metadata = metadata or {}
+        self.stage, self.iteration, self.elapsed = 1, 0, 0.0
+        torch.manual_seed(config.seed)
+        self.optimizer = self._optimizer()
+        os.makedirs(run_dir, exist_ok=True)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        self.model.estimator.requires_grad_(self.stage == 1)
+        self.model.regressor.requires_grad_(True)
+        groups = [{"params": list(self.model.regressor.parameters()), "base_lr": c.level_lr}]
+        if self.stage == 1:
+            groups.insert(0, {"params": list(self.model.estimator.parameters()), "base_lr": c.lr})
+        return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+
+    @property
+    def done(self) -> bool:
+        return self.stage == 2 and self.iteration >= self.config.iterations[1]
+
+    def step(self) -> dict[str, float]:
+        c = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.learning_rate(group["base_lr"], self.stage, self.iteration)
+        blurry, sharp, level, known, truth = self.sampler.next_batch()
+        blurry, sharp = blurry.to(self.device), sharp.to(self.device)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(self.stage == 1):
+            estimate = self.model.estimator(blurry)
+            l_reblur = reblur_loss(estimate, blurry, sharp)
+            l_kernel = kernel_loss(estimate, truth.to(self.device))
+        grid = estimate.detach().kernel_map(level_grid(*blurry.shape[-2:]))
+        l_time = time_loss(self.model.regressor(grid), level.to(self.device), known.to(self.device))
+        total = l_time / LEVEL_MAX
+        if self.stage == 1:
+            total = total + l_reblur + c.kernel_weight * l_kernel
+        total.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        self.optimizer.step()
+        self.iteration += 1
+        return {"lr": self.optimizer.param_groups[0]["lr"], "l_reblur": float(l_reblur.detach()),
+                "l_kernel": float(l_kernel.detach()), "level_mae": float(l_time.detach())}
+
+    def run(self, stop_after: int | None = None, progress=None) -> None:
+        c = self.config
+        steps, sums, count = 0, {}, 0
+        while not self.done and (stop_after is None or steps < stop_after):
+            if self.iteration >= c.iterations[self.stage - 1]:
+                self.stage, self.iteration = 2, 0
+                self.optimizer = self._optimizer()
+                continue
+            started = time.perf_counter()
+            losses = self.step()
+            self.elapsed += time.perf_counter() - started
+            steps += 1
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            last = self.iteration == c.iterations[self.stage - 1]
+            if self.iteration % c.log_every == 0 or last:
+                self._log({k: v / count for k, v in sums.items()})
+                sums, count = {}, 0
+            if progress:
+                progress(self.stage, self.iteration, losses)
+            if self.iteration % c.checkpoint_every == 0 or last:
+                self.save()
+
+    def _log(self, means: dict[str, float]) -> None:
+        path = os.path.join(self.run_dir, LOG)
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({"stage": self.stage, "iteration": self.iteration, "lr": f"{means['lr']:.6g}",
+                             "l_reblur": f"{means['l_reblur']:.6g}", "l_kernel": f"{means['l_kernel']:.4g}", "level_mae": f"{means['level_mae']:.4g}",
+                             "seconds": f"{self.elapsed:.1f}"})
+
+    def _info(self) -> dict[str, str]:
+        return {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
+                                        "config": asdict(self.config), **self.metadata}, default=str)}
+
+    def save(self) -> None:
+        """Write the model and the training state; the pair is replaced atomically."""
+        model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
+        save_blur_estimator(self.model, model_path + ".tmp", self._info())
+        state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
+                 "optimizer": self.optimizer.state_dict(), "data": self.sampler.state(),
+                 "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
+        torch.save(state, state_path + ".tmp")
+        os.replace(model_path + ".tmp", model_path)
+        os.replace(state_path + ".tmp", state_path)
+
+    def load(self) -> None:
+        """Continue from the run folder's checkpoint (weights, stage, optimiser, data stream)."""
+        model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(state_path, "no training state to resume from") from None
+        except Exception as error:
+            raise CheckpointError(state_path, f"not a readable training state ({error})") from None
+        loaded = load_blur_estimator(model_path)
+        self.model.estimator.load_state_dict(loaded.estimator.state_dict())
+        self.model.regressor.load_state_dict(loaded.regressor.state_dict())
+        self.stage, self.iteration, self.elapsed = int(state["stage"]), int(state["iteration"]), float(state["elapsed"])
+        self.optimizer = self._optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.set_state(state["data"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def export(self, path: str, extra: dict[str, str] | None = None) -> None:
+        save_blur_estimator(self.model, path, {**self._info(), **(extra or {})})
+
+
+def train_estimator(sharp_dir: str, run_dir: str, iterations: tuple[int, int], resume: bool = False,
+                    data: DataConfig | None = None, config: EstimatorTrainConfig | None = None,
+                    estimator: EstimatorConfig | None = None, regressor: RegressorConfig | None = None,
+                    device: str = "cpu", output: str | None = None) -> BlurEstimator:
+    """The simple entry point (FideDiff's ``--stage kernel``): train on sharp images, write ``output``."""
+    config = config or EstimatorTrainConfig()
+    config.iterations = tuple(iterations)
+    data = data or DataConfig()
+    if estimator is not None:
+        data.kernel_size = estimator.kernel_size
+    model = build_estimator(estimator or EstimatorConfig(kernel_size=data.kernel_size), regressor)
+    sampler = EstimatorSampler(SharpFolder(sharp_dir), data, config.seed)
+    trainer = EstimatorTrainer(model, sampler, config, run_dir, device, metadata={"data": asdict(data), "source": sharp_dir})
+    if resume:
+        trainer.load()
+    trainer.run()
+    trainer.export(output or os.path.join(run_dir, "model.safetensors"))
+    return trainer.model

@@ -1,0 +1,88 @@
+"""Train FideDiff's kernel estimator M and blur-level regressor T on synthetic blur of sharp images.
+
+Blur is synthesised on the fly (seeded): GoPro-style frame averaging with a known number of frames n
+(level t = 20·(n − 1)) and the blur lab's camera shake. Stage 1 trains M with the reblur loss (and T on
+its output), stage 2 T alone with M frozen.
+
+    python tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --iters 8000 1500
+    python tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --iters 8000 1500 --resume
+
+The run folder gets checkpoint.safetensors + training_state.pt (resumable) and loss_log.csv; at the end
+the model (``--output``, default RUN/model.safetensors), loadable by the Blur Kernel Estimate node from
+models/deblur/FideDiff/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+from _cli import pick_device
+from _pack import pack_module
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--sharp", required=True, help="folder of sharp images")
+    p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
+    p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    p.add_argument("--iters", type=int, nargs=2, default=(8000, 1500), metavar=("KERNEL", "LEVEL"))
+    p.add_argument("--kernel-size", type=int, default=19, help="m: side of the estimated kernels (odd)")
+    p.add_argument("--basis", type=int, default=8, help="basis kernels per image")
+    p.add_argument("--widths", type=int, nargs="+", default=(16, 32, 64, 96), help="M's UNet widths")
+    p.add_argument("--regressor-width", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=64, help="training crop (multiple of 8)")
+    p.add_argument("--frames", type=int, nargs=2, default=(1, 21), metavar=("MIN", "MAX"),
+                   help="frames averaged (odd counts in the range; level 20 (n - 1))")
+    p.add_argument("--speed", type=float, nargs=2, default=(0.4, 0.9), metavar=("MIN", "MAX"),
+                   help="motion per frame in px; (MAX frames - 1) / 2 x MAX speed must fit in half the kernel")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=19)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    training = pack_module("models.fidediff.estimator_training")
+    estimator = pack_module("models.fidediff.estimator")
+    device = pick_device(args.device)
+    data = training.DataConfig(kernel_size=args.kernel_size, patch=args.patch, batch=args.batch,
+                                 frames=tuple(args.frames), speed=tuple(args.speed))
+    config = training.EstimatorTrainConfig(iterations=tuple(args.iters), lr=args.lr, seed=args.seed,
+                                           checkpoint_every=args.checkpoint_every)
+    model = training.build_estimator(
+        estimator.EstimatorConfig(kernel_size=args.kernel_size, basis=args.basis, widths=tuple(args.widths)),
+        estimator.RegressorConfig(kernel_size=args.kernel_size, width=args.regressor_width))
+    sampler = training.EstimatorSampler(pack_module("models.blur.datasets").SharpFolder(args.sharp), data, args.seed)
+    trainer = training.EstimatorTrainer(model, sampler, config, args.run, device,
+                                        metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp))})
+    if args.resume:
+        trainer.load()
+        print(f"resumed at stage {trainer.stage}, iteration {trainer.iteration}", flush=True)
+    started = time.time()
+
+    def report(stage, iteration, losses):
+        if iteration % 50 == 0:
+            print(f"stage {stage} it {iteration}: reblur {losses['l_reblur']:.5f}  level MAE {losses['level_mae']:.1f}  "
+                  f"({time.time() - started:.0f} s)", flush=True)
+
+    trainer.run(progress=report)
+    output = args.output or os.path.join(args.run, "model.safetensors")
+    trainer.export(output)
+    print(f"wrote {output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
