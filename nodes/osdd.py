@@ -193,7 +193,7 @@ class EVAEEncode:
     RETURN_TYPES = ("LATENT", "EVAE_SKIPS")
     RETURN_NAMES = ("latent", "skips")
     OUTPUT_TOOLTIPS = ("The blurry image's latent (autoencoder scale): OSDD One Step's input, or any SD 2.x node's.",
-                       "The encoder features per resolution, for eVAE Decode and the γ gate (about 1.2 kB per pixel in fp32).")
+                       "The encoder features per resolution, for eVAE Decode and the γ gate (about 0.9 kB per pixel in fp32 for SD's autoencoder, half in fp16).")
     FUNCTION = "encode"
     CATEGORY = CATEGORY
 
