@@ -148,6 +148,22 @@ def supports_dtype(dtype: torch.dtype, device: torch.device | None = None) -> bo
     return True  # CPU and MPS run both half types (slowly on the CPU)
 
 
+PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def choose_dtype(precision: str, method: str) -> torch.dtype:
+    """A loader's precision choice: ``auto`` = fp16 on CUDA and Apple GPUs, fp32 on the CPU; a half type
+    the device cannot run falls back to fp32 with a warning."""
+    device = torch_device()
+    dtype = PRECISIONS[precision] or (torch.float16 if device.type in ("cuda", "mps") else torch.float32)
+    if not supports_dtype(dtype, device):
+        import logging
+
+        logging.getLogger(__name__).warning("%s: %s is not supported on %s; using fp32", method, precision, device)
+        dtype = torch.float32
+    return dtype
+
+
 def free_memory(bytes_needed: int, device: torch.device) -> None:
     """Ask the host to unload other models until ``bytes_needed`` fit on ``device``."""
     if IN_COMFYUI:

@@ -22,7 +22,6 @@ from .sd_base import base_choices, resolve_base
 log = logging.getLogger(__name__)
 
 CATEGORY = "deblur/OSDD"
-PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NO_BASE = "(no Stable Diffusion 2.1 model found: see README, OSDD)"
 NO_WEIGHTS = "(no OSDD weights found: see README, OSDD)"
 SIZE_KEY = "osdd_size"
@@ -124,7 +123,7 @@ class OSDDLoader:
             "base": (base_choices() or [NO_BASE], {"tooltip": "SD 2.1 from models/checkpoints (single file), models/diffusers "
                                                                "(folder) or DeblurDiff's model.pth in models/deblur."}),
             "weights": (list_weights(), {"tooltip": "OSDD's .safetensors (tools/train_osdd.py writes them)."}),
-            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU."}),
+            "precision": (list(host.PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU."}),
             "check_base": ("BOOLEAN", {"default": True, "tooltip": "Refuse a base other than the one the weights were trained on (its fingerprint). Off at your own risk."}),
         }}
 
@@ -141,11 +140,7 @@ class OSDDLoader:
         if weights == NO_WEIGHTS:
             raise FileNotFoundError(f"No OSDD weights in {host.model_dirs() or 'models/deblur'}: train them with "
                                     "tools/train_osdd.py and put the file in models/deblur/OSDD/. See the README.")
-        device = host.torch_device()
-        dtype = PRECISIONS[precision] or (torch.float16 if device.type in ("cuda", "mps") else torch.float32)
-        if not host.supports_dtype(dtype, device):
-            log.warning("OSDD: %s is not supported on %s; using fp32", precision, device)
-            dtype = torch.float32
+        dtype = host.choose_dtype(precision, "OSDD")
         model = load_osdd(host.resolve_model(weights), load_base(resolve_base(base), dtype), check_base=check_base)
         return (OSDDHandle(model.to(host.offload_device()), weights, dtype),)
 
@@ -171,7 +166,6 @@ class OSDDDeblur:
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         tiling = _tiling(tiled, tile_size, tile_stride)
-        size = (min(h, tile_size), min(w, tile_size)) if tiling else (h, w)
         choice = "auto" if gamma_mode == "auto" else float(gamma)
 
         def run(net, device, tick):
@@ -179,7 +173,15 @@ class OSDDDeblur:
             log.info("OSDD: γ per image %s", ", ".join(f"{g:.3f}" for g in gammas))
             return out
 
-        return (join_image(_run(model, size, b, run), split, host.output_device()),)
+        while True:
+            size = (min(h, tiling.tile), min(w, tiling.tile)) if tiling else (h, w)
+            try:
+                return (join_image(_run(model, size, b, run), split, host.output_device()),)
+            except host.oom_errors():
+                if tiling is not None and tiling.tile <= 256:
+                    raise
+                tiling = Tiling(512, 256) if tiling is None or tiling.tile > 512 else Tiling(tiling.tile // 2, tiling.tile // 4)
+                log.warning("OSDD: out of memory; retrying in %d px tiles", tiling.tile)
 
 
 class EVAEEncode:

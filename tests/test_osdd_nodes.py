@@ -112,3 +112,25 @@ def test_half_precision_stays_close(handle, models_dir):
     assert next(half.model.unet.parameters()).dtype == torch.bfloat16
     (out,) = nodes.OSDDDeblur().deblur(half, picture, "fixed", 0.5)
     assert (out - reference).abs().mean() < 0.05
+
+
+def test_out_of_memory_retries_in_tiles(handle, monkeypatch):
+    real, tilings = nodes.deblur, []
+
+    def deblur(model, image, gamma, device, tiling=None, *args):
+        tilings.append(tiling)
+        if tiling is None or tiling.tile > 256:
+            raise MemoryError("out of memory")
+        return real(model, image, gamma, device, tiling, *args)
+
+    monkeypatch.setattr(nodes, "deblur", deblur)
+    monkeypatch.setattr(host, "oom_errors", lambda: (MemoryError,))
+    (out,) = nodes.OSDDDeblur().deblur(handle, image(8), "fixed", 0.5)
+    assert out.shape == (1, 30, 40, 3)
+    assert [t.tile if t else None for t in tilings] == [None, 512, 256]
+    tilings.clear()
+    monkeypatch.setattr(nodes, "deblur", lambda model, image, gamma, device, tiling=None, *args: tilings.append(tiling) or 1 / 0)
+    monkeypatch.setattr(host, "oom_errors", lambda: (ZeroDivisionError,))
+    with pytest.raises(ZeroDivisionError):  # already at the smallest tiles: the error stands
+        nodes.OSDDDeblur().deblur(handle, image(8), "fixed", 0.5, True, 1024, 512)
+    assert [t.tile for t in tilings] == [1024, 512, 256]

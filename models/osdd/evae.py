@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sd21.tiles import gaussian_weights, sliding_tiles
+from ..sd21.tiles import sliding_tiles, tiled_prediction
 from ..sd21.vae import AutoencoderKL
 
 
@@ -166,23 +166,12 @@ class EVAE(nn.Module):
 
     def decode_tiled(self, latent: torch.Tensor, skips: Skips | None, tile: int, stride: int, on_tile=None) -> torch.Tensor:
         """Latent tiles of ``tile`` every ``stride`` (latent pixels), each decoded with the skips under
-        it at every level, blended with :func:`gaussian_weights` (as ``AutoencoderKL.decode_tiled``)."""
+        it at every level, blended as ``AutoencoderKL.decode_tiled`` does."""
         if skips is not None:
             self.check_skips(latent, skips)
-        f = self.downsampling
-        b, _, h, w = latent.shape
-        image = torch.zeros((b, self.config.out_channels, h * f, w * f), dtype=torch.float32, device=latent.device)
-        count = torch.zeros_like(image)
-        weights = None
-        for top, bottom, left, right in sliding_tiles(h, w, tile, stride):
-            if weights is None:
-                weights = gaussian_weights((right - left) * f, (bottom - top) * f).to(latent.device)
-            part = skips.crop(top, bottom, left, right, f) if skips is not None else None
-            image[:, :, top * f:bottom * f, left * f:right * f] += self.decode(latent[:, :, top:bottom, left:right], part) * weights
-            count[:, :, top * f:bottom * f, left * f:right * f] += weights
-            if on_tile:
-                on_tile()
-        return image.div_(count)
 
-    def skip_state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"skips.{k}": v for k, v in self.skips.state_dict().items()}
+        def decode(box):
+            part = skips.crop(*box, self.downsampling) if skips is not None else None
+            return self.decode(latent[:, :, box[0]:box[1], box[2]:box[3]], part)
+
+        return tiled_prediction(decode, latent, tile, stride, on_tile, self.downsampling, self.config.out_channels)

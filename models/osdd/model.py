@@ -7,7 +7,6 @@ step multiplies by the base's latent scale (0.18215) and divides again.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from ..common.padding import crop_to, pad_to_multiple
+from ..common.parts import NamedParts
 from ..sd21.base import SDBase
 from ..sd21.lora import inject_lora, lora_layers
 from ..sd21.one_step import OneStepSchedule, TextEmbedding, one_step
@@ -68,7 +68,7 @@ class Tiling:
         return max(self.tile // downsampling, 1), max(self.stride // downsampling, 1)
 
 
-class OSDD(nn.Module):
+class OSDD(NamedParts, nn.Module):
     def __init__(self, base: SDBase, evae: EVAE, gate: DDAGate, text: TextEmbedding, config: OSDDConfig):
         super().__init__()
         self.unet, self.evae, self.gate, self.text = base.unet, evae, gate, text
@@ -92,20 +92,8 @@ class OSDD(nn.Module):
         text = TextEmbedding(base.unet_config.context_dim, init=text_init)
         return cls(base, evae, gate, text, config).to(base.vae.dtype)
 
-    # parts, for moving between devices stage by stage
     def part(self, name: str) -> nn.Module:
         return {"evae": self.evae, "unet": self.unet, "gate": self.gate, "text": self.text}[name]
-
-    @contextlib.contextmanager
-    def parts_on(self, names, device: torch.device, offload: torch.device | None = None):
-        for name in names:
-            self.part(name).to(device)
-        try:
-            yield
-        finally:
-            if offload is not None and torch.device(offload) != torch.device(device):
-                for name in names:
-                    self.part(name).to(offload)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -27,8 +27,8 @@ from ..common.checkpoint import CheckpointError
 from ..sd21 import default_tokenizer, load_base
 from ..sd21.lora import lora_layers, set_scale
 from ..sd21.one_step import one_step
-from ..sd21.training import (FeatureDistance, LatentDiscriminator, RandomConvFeatures, discriminator_loss, edge_aware,
-                             generator_loss, lpips_distance)
+from ..sd21.training import LatentDiscriminator, discriminator_loss, edge_aware, generator_loss
+from ..sd21.training.perceptual import perceptual_distance
 from ..sd21.training.loop import TrainingLoop
 from .dda import ADAPTERS, set_gamma
 from .model import DEFAULT_PROMPT, OSDD, VAE_ADAPTER, OSDDConfig
@@ -90,14 +90,6 @@ def assign_parts(model: OSDD, state: dict[str, torch.Tensor], source: str) -> No
                 found = tuple(own[key].shape) if key in own else "no such tensor"
                 raise CheckpointError(source, f"{key} {tuple(value.shape)} does not fit this run ({found}); same --unet-rank/--vae-rank?")
             own[key].copy_(value)
-
-
-def _perceptual(kind: str) -> nn.Module:
-    if kind == "lpips":
-        return lpips_distance("vgg")
-    if kind == "features":
-        return FeatureDistance(RandomConvFeatures())
-    raise ValueError(f"perceptual must be 'lpips' or 'features', got {kind!r}")
 
 
 def _prompt_embedding(base) -> torch.Tensor | None:
@@ -163,7 +155,7 @@ class OSDDTrainer(TrainingLoop):
         for p in trainable:
             p.requires_grad_(True)
         self.model, self.trainable = model, trainable
-        self.perceptual = _perceptual(c.perceptual).requires_grad_(False)
+        self.perceptual = perceptual_distance(c.perceptual).requires_grad_(False)
         self.discriminator = None
         if c.stage in ADAPTERS and c.gan_weight > 0:
             self.discriminator = LatentDiscriminator(model.unet)
