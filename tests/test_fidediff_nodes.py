@@ -94,3 +94,13 @@ def test_kernel_input_from_a_grid(handle):
     k_in, levels = nodes.blur_kernel_input(blur_kernel.make_blur_kernel(kernels), KERNEL_SIZE, (27, 33), (8, 10), 4, 2)
     assert k_in.shape == (2, KERNEL_SIZE ** 2, 8, 10) and levels == [None, None]
     torch.testing.assert_close(k_in.sum(1), torch.ones(2, 8, 10))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_is_close_to_fp32(handle, precision):
+    (half,) = nodes.FideDiffLoader().load(BASE, "FideDiff/tiny_d4.safetensors", precision)
+    assert half.dtype == nodes.PRECISIONS[precision] and half.model.unet.conv_in.weight.dtype == half.dtype
+    image = torch.rand(1, 24, 20, 3, generator=torch.Generator().manual_seed(2))
+    (reference,) = nodes.FideDiffDeblur().deblur(handle, image, timestep=150.0)
+    (out,) = nodes.FideDiffDeblur().deblur(half, image, timestep=150.0)
+    assert out.dtype == torch.float32 and (out - reference).abs().mean() < 0.02

@@ -117,7 +117,10 @@ def load_fidediff(base_path: str, adapter_path: str, dtype: torch.dtype = torch.
     model = FideDiff(base, text, kcn, estimator, int(metadata.get("latent_downsample", "4")))
     model.metadata = metadata
     model.adapter_source = adapter_path
-    return model.to(dtype=dtype).eval().requires_grad_(False)
+    model = model.to(dtype=dtype).eval().requires_grad_(False)
+    if model.estimator is not None:
+        model.estimator.float()  # small, and written for float32
+    return model
 
 
 def is_adapter_file(path: str) -> bool:

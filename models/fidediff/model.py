@@ -32,6 +32,9 @@ class FideDiff(nn.Module):
         if latent_downsample not in LATENT_DOWNSAMPLES:
             raise ValueError(f"latent_downsample must be 4 or 8, got {latent_downsample}")
         self.unet, self.vae, self.text, self.kcn, self.estimator = base.unet, base.vae, text, kcn, estimator
+        # The autoencoder's full-resolution convolutions are most of the time (bench/bench_onestep.py):
+        # channels-last runs them ~15% faster on the CPU's oneDNN and suits GPU tensor cores.
+        self.vae.to(memory_format=torch.channels_last)
         self.schedule = OneStepSchedule(base.prediction)
         self.latent_scale = base.latent_scale
         self.latent_downsample = latent_downsample
@@ -57,6 +60,7 @@ class FideDiff(nn.Module):
         x = image.to(self.vae.dtype) * 2 - 1
         if d == 4:
             x = F.interpolate(x.float(), scale_factor=2, mode="bicubic", align_corners=False).to(self.vae.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
         if tile and max(x.shape[-2:]) > tile:
             latent = self.vae.encode_tiled(x, tile, tile * 3 // 4, on_tile=on_tile)
         else:
@@ -67,7 +71,7 @@ class FideDiff(nn.Module):
                on_tile: Callable[[], None] | None = None) -> torch.Tensor:
         """Scaled latent → ``[B, 3, h·d, w·d]`` in 0..1 (float32). ``tile``: latent pixels per tile."""
         d = latent_downsample or self.latent_downsample
-        z = latent / self.latent_scale
+        z = (latent / self.latent_scale).contiguous(memory_format=torch.channels_last)
         if tile and max(z.shape[-2:]) > tile:
             x = self.vae.decode_tiled(z, tile, tile * 3 // 4, on_tile=on_tile)
         else:
