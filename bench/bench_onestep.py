@@ -241,7 +241,8 @@ def main(argv=None) -> int:
         if "parts" in row and not row["method"].startswith("DeblurDiff"):
             total = row["seconds"]
             shares = ", ".join(f"{k} {v * n:.1f} s ({100 * v * n / total:.0f}%)" for k, (v, n) in row["parts"].items())
-            print(f"- {row['size']} {row['method']}: {shares}")
+            skips = f"; eVAE skips held {row['skip_mib']:.0f} MiB" if "skip_mib" in row else ""
+            print(f"- {row['size']} {row['method']}: {shares}{skips}")
     return 0
 
 
