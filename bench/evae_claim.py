@@ -160,8 +160,17 @@ def evaluate(run: Run, folder: str, crop: int) -> dict:
         for name, out in outputs.items():
             image = metrics.to_8bit((out + 1) / 2)
             rows[name].append((float(metrics.psnr(image, target)[0]), float(metrics.ssim(image, target)[0])))
-    return {name: {"psnr": sum(v[0] for v in values) / len(values), "ssim": sum(v[1] for v in values) / len(values),
-                   "images": len(values)} for name, values in rows.items()}
+    names = [pair.name for pair in pairs]
+    summary = {}
+    for name, values in rows.items():
+        groups = {"all": range(len(values)),
+                  "photos": [i for i, n in enumerate(names) if not n.startswith("dead_leaves")],
+                  "dead leaves": [i for i, n in enumerate(names) if n.startswith("dead_leaves")]}
+        summary[name] = {group: {"psnr": sum(values[i][0] for i in idx) / len(idx),
+                                 "ssim": sum(values[i][1] for i in idx) / len(idx), "images": len(idx)}
+                         for group, idx in groups.items() if len(idx)}
+        summary[name]["per_image"] = {n: {"psnr": v[0], "ssim": v[1]} for n, v in zip(names, values)}
+    return summary
 
 
 def main(argv=None) -> int:
@@ -177,10 +186,12 @@ def main(argv=None) -> int:
                "results": results}
     with open(os.path.join(args.state, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"\nheld-out {args.eval}, {results['plain decoder']['images']} images, central {args.crop}² crops, seed 0\n")
-    print("| decoding of the sharp latent | PSNR (dB) | SSIM |\n|---|---|---|")
+    groups = [g for g in ("all", "photos", "dead leaves") if g in results["plain decoder"]]
+    counts = ", ".join(f"{results['plain decoder'][g]['images']} {g}" for g in groups)
+    print(f"\nheld-out {args.eval} ({counts}), central {args.crop}² crops, seed 0; PSNR dB / SSIM\n")
+    print("| decoding of the sharp latent | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
     for name, r in results.items():
-        print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+        print(f"| {name} | " + " | ".join(f"{r[g]['psnr']:.2f} / {r[g]['ssim']:.4f}" for g in groups) + " |")
     return 0
 
 
