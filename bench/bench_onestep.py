@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tools")]
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-LATENT_TILE, VAE_TILE = 96, 1024  # the nodes' defaults (latent pixels, autoencoder pixels)
+LATENT_TILE, VAE_TILE = 128, 1024  # the nodes' defaults (latent pixels, autoencoder pixels)
 
 
 def _timer(device):

@@ -35,7 +35,7 @@ TIMESTEP = ("FLOAT", {"default": -1.0, "min": -1.0, "max": 400.0, "step": 1.0,
                                  "(from the kernels' blur level, or the adapter's estimator), or 200 when there is none."})
 D_INPUT = (DOWNSAMPLES, {"default": "adapter", "tooltip": "Latent downsampling: 4 = the paper's full model "
            "(the image ×2 through the SD autoencoder, finer detail, ~4× the work), 8 = the fast variant. 'adapter' = what it was trained for."})
-LATENT_TILE = ("INT", {"default": 96, "min": 0, "max": 1024, "step": 8, "tooltip": "UNet tiles in latent pixels (0 = whole latent). Bounds attention memory on large images."})
+LATENT_TILE = ("INT", {"default": 128, "min": 0, "max": 1024, "step": 8, "tooltip": "UNet tiles in latent pixels (0 = whole latent). Bounds attention memory on large images."})
 VAE_TILE = ("INT", {"default": 1024, "min": 0, "max": 8192, "step": 64, "tooltip": "Autoencoder tiles in its pixels (0 = whole image)."})
 
 
@@ -154,7 +154,7 @@ class FideDiffDeblur:
     CATEGORY = CATEGORY
 
     def deblur(self, model: FideDiffHandle, image, latent_downsample="adapter", timestep=-1.0, use_kernels=True,
-               latent_tile=96, vae_tile=1024):
+               latent_tile=128, vae_tile=1024):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         options = DeblurOptions(_downsample(model, latent_downsample), float(timestep), bool(use_kernels), latent_tile, vae_tile)
@@ -218,7 +218,7 @@ class KernelControlNetStep:
     FUNCTION = "step"
     CATEGORY = CATEGORY
 
-    def step(self, model: FideDiffHandle, latent, timestep=-1.0, latent_tile=96, blur_kernel=None):
+    def step(self, model: FideDiffHandle, latent, timestep=-1.0, latent_tile=128, blur_kernel=None):
         samples = _check_latent(latent)
         net = model.model
         b = samples.shape[0]

@@ -58,10 +58,13 @@ def test_any_size_in_and_out(files, name, d):
     assert latent.shape[-2:] == ((37 + m - 1) // m * m // d, (29 + m - 1) // m * m // d)
     out, info = pipeline.deblur(model, torch.cat([image, image.flip(-1)]))
     assert out.shape == (2, 3, 37, 29) and 0 <= out.min() and out.max() <= 1
-    if name == "d8":  # no estimator: the paper's best constant
-        assert info["timestep"] == [fd.DEFAULT_TIMESTEP] * 2 and info["level"] == [None, None]
-    else:  # the adapter's estimator gives the level, per image
+    # the adapter's estimator (d4) or, without one, the pack's bundled estimator (d8) gives the level per image
+    assert model.estimator is not None or not pack_module("models.fidediff.estimator_model").default_available()
+    if model.estimator is not None:
         assert info["timestep"] == pytest.approx(info["level"]) and all(0 <= t <= 400 for t in info["timestep"])
+    model.estimator = None  # no estimator at all: the paper's best constant
+    _, info = pipeline.deblur(model, image)
+    assert info["timestep"] == [fd.DEFAULT_TIMESTEP] and info["level"] == [None]
     override, info = pipeline.deblur(model, image, pipeline.DeblurOptions(timestep=80.0, latent_downsample=8))
     assert override.shape == image.shape and info["timestep"] == [80.0]
 

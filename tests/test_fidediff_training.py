@@ -81,6 +81,22 @@ def image_loss(run) -> float:
     return float(parts["l1"] + parts["perceptual"])
 
 
+def test_frame_folders_give_trajectories_around_a_middle_frame(tmp_path):
+    from PIL import Image
+    clip = tmp_path / "clips" / "GOPR0001"
+    clip.mkdir(parents=True)
+    for i in range(9):  # a bright bar moving one pixel per frame
+        frame = torch.zeros(20, 20, 3, dtype=torch.uint8)
+        frame[:, 5 + i] = 255
+        Image.fromarray(frame.numpy()).save(clip / f"{i:06d}.png")
+    sampler = training.FrameFolderSampler(str(tmp_path / "clips"), 12, 1, 0, points=2, frames=(1, 5, 9), gamma=1.0)
+    blurry, sharp, t = sampler.next_batch()
+    assert blurry.shape == (2, 3, 12, 12) and torch.equal(sharp[0], sharp[1])
+    assert set(t.tolist()) <= {0.0, 80.0, 160.0}
+    n = int(t[-1]) // 20 + 1
+    assert float(blurry[-1].max()) == pytest.approx(1 / n, abs=1e-2) or n == 1  # the bar smeared over n columns
+
+
 def test_base_stage_lowers_its_loss_and_resumes_bit_identically(setup, tmp_path):
     learning = fixed_batch(trainer(setup, tmp_path / "learning", steps=10, lr=1e-2))
     before = image_loss(learning)

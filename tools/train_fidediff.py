@@ -10,7 +10,8 @@
         --adapter runs/base/adapter.safetensors --estimator runs/kernel/model.safetensors \\
         --sharp photos/ --run runs/control --steps 20000
 
-Every stage resumes with --resume (bit-identical continuation), logs RUN/loss_log.csv and writes its
+Real video instead of synthetic trajectories: --frames GoPro_Large_all/train (a folder of frames per
+clip; n frames around a middle one are averaged, t = 20(n − 1)). Every stage resumes with --resume (bit-identical continuation), logs RUN/loss_log.csv and writes its
 output (--output, default RUN/adapter.safetensors; stage kernel RUN/model.safetensors). Put the final
 adapter in ComfyUI's models/deblur/FideDiff/. Several GPUs: `accelerate launch --multi_gpu` (DDP).
 Downloads: nothing, except `--perceptual lpips` (the default), whose package fetches its VGG weights
@@ -33,6 +34,8 @@ def parse_args(argv=None):
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--stage", required=True, choices=("base", "kernel", "control"))
     p.add_argument("--sharp", required=True, help="folder of sharp images (blur is synthesised, seeded)")
+    p.add_argument("--frames", help="stages base/control: folder of video clips instead (one sub-folder of consecutive "
+                                    "frames per clip, GoPro_Large_all style); frames are averaged around a middle one")
     p.add_argument("--run", required=True, help="run folder (checkpoint, loss_log.csv)")
     p.add_argument("--base", help="SD 2.1 checkpoint (.safetensors/.ckpt), diffusers folder or DeblurDiff model.pth")
     p.add_argument("--adapter", help="stage control: the stage-base adapter")
@@ -80,7 +83,10 @@ def main(argv=None) -> int:
                                   perceptual=args.perceptual, gan_weight=args.gan_weight if args.stage == "base" else 0.0,
                                   mixed_precision=args.mixed_precision, gradient_checkpointing=args.gradient_checkpointing,
                                   seed=args.seed, checkpoint_every=args.checkpoint_every)
-    sampler = training.TrajectorySampler(datasets.SharpFolder(args.sharp), config.crop, config.scenes, config.seed, config.points)
+    if args.frames:
+        sampler = training.FrameFolderSampler(args.frames, config.crop, config.scenes, config.seed, config.points)
+    else:
+        sampler = training.TrajectorySampler(datasets.SharpFolder(args.sharp), config.crop, config.scenes, config.seed, config.points)
     trainer = training.FideDiffTrainer(config, args.base, sampler, args.run, args.adapter, args.estimator, cpu=args.cpu)
     if args.resume:
         trainer.load()

@@ -23,6 +23,7 @@ from ..blur.convolve import blend_convolutions, pad
 
 KERNEL_SIZE = 19
 LEVEL_MAX = 400.0
+LOGIT_BOUND = 6.0  # mixing logits stay within ±6, so no basis kernel ever loses its gradient
 LEVEL_STRIDE = 8  # pixels per cell of the grid T reads (the SD latent at d = 8)
 
 
@@ -63,7 +64,7 @@ def normalized_kernels(raw: torch.Tensor) -> torch.Tensor:
     """Raw values → non-negative taps summing to one over the last axis. Softplus rather than softmax:
     a softmax saturates into a single tap (the identity kernel) whose gradients vanish, which is where
     reblur training got stuck; softplus keeps a gradient on every tap."""
-    taps = F.softplus(raw) + 1e-6
+    taps = F.softplus(raw.clamp(min=-30)) + 1e-6
     return taps / taps.sum(-1, keepdim=True)
 
 
@@ -159,7 +160,8 @@ class KernelEstimator(nn.Module):
         for index in reversed(range(len(skips))):
             x = F.pixel_shuffle(self.ups[index](x), 2) + skips[index]
             x = self.decoders[index](x)
-        weights = self.mix_head(F.silu(x))[..., :h, :w].float().softmax(1)
+        logits = self.mix_head(F.silu(x))[..., :h, :w].float()
+        weights = (LOGIT_BOUND * torch.tanh(logits / LOGIT_BOUND)).softmax(1)  # bounded: never saturates
         return KernelEstimate(basis, weights)
 
 

@@ -19,7 +19,7 @@ class DeblurOptions:
     latent_downsample: int = 0  # 0: the adapter's
     timestep: float = -1.0  # < 0: the estimated blur level (or DEFAULT_TIMESTEP without an estimator)
     use_kernels: bool = True  # feed the estimated kernels to the Kernel ControlNet
-    latent_tile: int = 96  # UNet tiles in latent pixels (0: never tile)
+    latent_tile: int = 128  # UNet tiles in latent pixels (0: never tile)
     vae_tile: int = 1024  # autoencoder tiles in its pixels (0: never tile)
 
     def validate(self) -> None:

@@ -83,6 +83,52 @@ class TrajectorySampler(PatchSampler):
         return torch.cat(blurry), torch.cat(sharp), torch.cat(t)
 
 
+class FrameFolderSampler:
+    """The same batches from real high-frame-rate video (GoPro_Large_all style: one folder of
+    consecutive frames per clip): around a random middle frame, the averages of the central n frames
+    (gamma 2.2, as GoPro) for ``points`` frame counts, each supervised to the middle frame."""
+
+    def __init__(self, root: str, patch: int, scenes: int, seed: int, points: int = 3,
+                 frames: tuple[int, ...] = (1, 7, 9, 11, 13, 15), gamma: float = 2.2):
+        from ..common.image_io import list_images
+
+        self.patch, self.batch, self.points, self.frames, self.gamma = patch, scenes, points, tuple(sorted(frames)), gamma
+        folders = sorted({os.path.dirname(p) for p in list_images(root, recursive=True)})
+        self.clips = [c for c in (list_images(f) for f in folders) if len(c) >= self.frames[-1]]
+        if not self.clips:
+            raise FileNotFoundError(f"{root}: no folder holds {self.frames[-1]} consecutive frames")
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (), generator=self.generator))
+
+    def scene(self):
+        from ..common.image_io import read_image
+
+        clip = self.clips[self._randint(len(self.clips))]
+        order = torch.randperm(len(self.frames), generator=self.generator)[:self.points]
+        counts = sorted(self.frames[int(i)] for i in order)
+        half = max(counts) // 2
+        middle = half + self._randint(len(clip) - 2 * half)
+        first = read_image(clip[middle])
+        h, w = first.shape[-2:]
+        if min(h, w) < self.patch:
+            raise ValueError(f"{clip[middle]}: smaller than the {self.patch} px crop")
+        top, left = self._randint(h - self.patch + 1), self._randint(w - self.patch + 1)
+        window = (slice(None), slice(top, top + self.patch), slice(left, left + self.patch))
+        stack = torch.stack([read_image(clip[i])[window] for i in range(middle - half, middle + half + 1)])
+        blurry = torch.stack([average_frames(stack[half - n // 2:half + n // 2 + 1], self.gamma).blurry for n in counts])
+        return blurry, stack[half][None].expand(len(counts), -1, -1, -1), torch.tensor([float(blur_level(n)) for n in counts])
+
+    next_batch = TrajectorySampler.next_batch
+
+
 # -- configuration ------------------------------------------------------------------------------------
 
 @dataclass

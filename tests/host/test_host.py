@@ -233,3 +233,23 @@ def _check_frontend_payloads(host, output):
         k, (rows, cols) = entry["size"], entry["shown"]
         assert len(base64.b64decode(entry["data"])) == rows * cols * k * k
         assert len(entry["peaks"]) == rows * cols
+
+
+def test_blur_kernel_estimate_runs_the_bundled_estimator_on_the_real_photo(host):
+    """Blur Kernel Estimate with the bundled estimator (no download) on the real blurred photo: its
+    kernels reach Blur Kernel Preview and the frontend, the level map is saved."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "deblur_example_clock_motion.png"}},
+        "2": {"class_type": "BlurKernelEstimate", "inputs": {"image": ["1", 0], "estimator": "(bundled) fidediff_estimator_synthetic",
+                                                             "tile_size": 512}},
+        "3": {"class_type": "BlurKernelPreview", "inputs": {"kernel": ["2", 0], "size": 64}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 2]}},
+    }
+    outputs = host.wait(host.queue(prompt), WORKFLOW_TIMEOUT)["outputs"]
+    (kernels,) = outputs["2"]["deblur_kernels"]
+    assert kernels["size"] == 19 and kernels["grid"] == [38, 50]  # 300 x 400 px, one kernel per 8 x 8
+    assert 0 <= kernels["level"] <= 400
+    (preview,) = outputs["4"]["images"]
+    with Image.open(host.base / "temp" / preview["subfolder"] / preview["filename"]) as picture:
+        assert picture.size[0] == 400 and picture.size[1] > 300
+    _check_frontend_payloads(host, outputs["2"])
