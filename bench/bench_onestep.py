@@ -133,7 +133,7 @@ def osdd_case(size, device, dtype) -> dict:
         top, bottom, left, right = enc_tiles[0]
         piece = torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype)
         t0 = now()
-        _, skips = model.evae.encode_with_skips(piece * 2 - 1)
+        _, skips = model.encode(piece)
         parts["encode"] = (now() - t0, len(enc_tiles))
         t0 = now()
         gamma = model.gamma_from(skips)
@@ -148,9 +148,9 @@ def osdd_case(size, device, dtype) -> dict:
         top, bottom, left, right = dec_tiles[0]
         box = skips.crop(0, bottom - top, 0, right - left, 8) if len(enc_tiles) == 1 else None
         if box is None:
-            _, box = model.evae.encode_with_skips(torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype))
+            _, box = model.encode(torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype))
         t0 = now()
-        model.evae.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype), box)
+        model.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype), box)
         parts["decode"] = (now() - t0, len(dec_tiles))
     seconds = {k: v * n for k, (v, n) in parts.items()}
     skip_bytes = sum(c * (ph >> k) * (pw >> k) for k, c in enumerate((128, 256, 512, 512))) * torch.finfo(dtype).bits // 8

@@ -72,6 +72,7 @@ class OSDD(NamedParts, nn.Module):
     def __init__(self, base: SDBase, evae: EVAE, gate: DDAGate, text: TextEmbedding, config: OSDDConfig):
         super().__init__()
         self.unet, self.evae, self.gate, self.text = base.unet, evae, gate, text
+        self.evae.to(memory_format=torch.channels_last)  # most of the CPU time is the autoencoder's convolutions
         self.config = config
         self.schedule = OneStepSchedule(base.prediction)
         self.latent_scale = base.latent_scale
@@ -108,7 +109,7 @@ class OSDD(NamedParts, nn.Module):
     def encode(self, image: torch.Tensor, tiling: Tiling | None = None, on_tile=None) -> tuple[torch.Tensor, Skips]:
         """``[B, 3, H, W]`` in 0..1 (H, W multiples of :attr:`pad_multiple`) → (latent, skips), the
         posterior mean (deterministic)."""
-        x = image.to(self.dtype) * 2 - 1
+        x = (image.to(self.dtype) * 2 - 1).contiguous(memory_format=torch.channels_last)
         if tiling is None:
             return self.evae.encode_with_skips(x)
         return self.evae.encode_tiled(x, tiling.tile, tiling.stride, on_tile=on_tile)
@@ -150,7 +151,7 @@ class OSDD(NamedParts, nn.Module):
     def decode(self, latent: torch.Tensor, skips: Skips | None, tiling: Tiling | None = None, on_tile=None) -> torch.Tensor:
         """Latent (unscaled) and skips → image in 0..1 (float32)."""
         device = next(self.evae.parameters()).device
-        latent = latent.to(device)
+        latent = latent.to(device).contiguous(memory_format=torch.channels_last)
         skips = skips.to(device) if skips is not None else None
         if tiling is None:
             image = self.evae.decode(latent, skips)
