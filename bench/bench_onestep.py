@@ -1,8 +1,8 @@
-"""FideDiff's one step (d = 8 and d = 4) against DeblurDiff's 50 steps: network evaluations, seconds and
+"""FideDiff's one step (d = 8 and d = 4) and OSDD's against DeblurDiff's 50 steps: network evaluations, seconds and
 peak memory per image, with SD 2.1-sized random weights (timing does not depend on the values).
 
     python bench/bench_onestep.py [--sizes 512x512 1280x720] [--device cpu|cuda] [--dtype fp32|fp16|bf16]
-                                  [--threads N] [--methods fidediff8 fidediff4 deblurdiff]
+                                  [--threads N] [--methods fidediff8 fidediff4 osdd deblurdiff]
 
 Each (method, size) runs in its own process. On the CPU a full run would take hours, so every part
 is timed on ONE of its tiles and multiplied by the tile count (tiles of one part are the same size;
@@ -99,6 +99,69 @@ def fidediff_case(size, d, device, dtype) -> dict:
             "peak_mib": memory.peak_mib(), "parameters": parameters, "scaled": any(n > 1 for _, n in parts.values())}
 
 
+def osdd_case(size, device, dtype) -> dict:
+    """OSDD: eVAE encoder (with skips), the γ gate, one UNet step with both LoRAs unmerged (rank 4), eVAE
+    decoder with the skips cut on the decoder's tile grid."""
+    import torch
+    from _cli import PeakMemory
+    from _pack import pack_module
+
+    sd21 = pack_module("models.sd21")
+    osdd = pack_module("models.osdd")
+    lora = pack_module("models.sd21.lora")
+    tiles = pack_module("models.sd21.tiles")
+    padding = pack_module("models.common.padding")
+    torch.manual_seed(0)
+    config = sd21.UNetConfig(4, 4, 320, (1, 2, 4, 4), 2, (True, True, True, False), (1, 1, 1, 1), 1024, True)
+    base = sd21.SDBase(sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig()), config, sd21.VAEConfig(),
+                       "epsilon", "random", "random")
+    model = osdd.OSDD.fresh(base)
+    lora.merge_adapters(model.evae.vae)  # the encoder LoRA, as load_osdd merges it
+    lora.unwrap_lora(model.evae.vae)
+    model = model.to(device, dtype).eval().requires_grad_(False)
+    parameters = {"unet (with both LoRAs)": sum(p.numel() for p in model.unet.parameters()),
+                  "eVAE": sum(p.numel() for p in model.evae.parameters()), "gate": sum(p.numel() for p in model.gate.parameters())}
+    now, memory = _timer(device), PeakMemory(device)
+    width, height = size
+    image = torch.rand(1, 3, height, width, device=device)
+    padded, _ = padding.pad_to_multiple(image, model.pad_multiple)
+    ph, pw = padded.shape[-2:]
+    lh, lw = ph // 8, pw // 8
+    memory.reset()
+    parts = {}
+    with torch.inference_mode():
+        enc_tiles = tiles.sliding_tiles(lh, lw, VAE_TILE // 8, VAE_TILE * 3 // 4 // 8)
+        top, bottom, left, right = enc_tiles[0]
+        piece = torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype)
+        t0 = now()
+        _, skips = model.encode(piece)
+        parts["encode"] = (now() - t0, len(enc_tiles))
+        t0 = now()
+        gamma = model.gamma_from(skips)
+        parts["gate"] = (now() - t0, 1)
+        step_tiles = tiles.sliding_tiles(lh, lw, LATENT_TILE, LATENT_TILE * 3 // 4)
+        top, bottom, left, right = step_tiles[0]
+        z = torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype)
+        t0 = now()
+        model.step(z, gamma)
+        parts["unet"] = (now() - t0, len(step_tiles))
+        dec_tiles = tiles.sliding_tiles(lh, lw, VAE_TILE // 8, VAE_TILE * 3 // 4 // 8)
+        top, bottom, left, right = dec_tiles[0]
+        box = skips.crop(0, bottom - top, 0, right - left, 8) if len(enc_tiles) == 1 else None
+        if box is None:
+            _, box = model.encode(torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype))
+        t0 = now()
+        model.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype), box)
+        parts["decode"] = (now() - t0, len(dec_tiles))
+    seconds = {k: v * n for k, (v, n) in parts.items()}
+    skip_bytes = sum(c * (ph >> k) * (pw >> k) for k, c in enumerate((128, 256, 512, 512))) * torch.finfo(dtype).bits // 8
+    return {"method": "OSDD", "size": f"{width}x{height}", "latent": f"{lw}x{lh}",
+            "evaluations": f"1 UNet, 2 LoRAs ({len(step_tiles)} tile{'s' if len(step_tiles) > 1 else ''})",
+            "parts": {k: [round(v, 3), n] for k, (v, n) in parts.items()}, "seconds": sum(seconds.values()),
+            "peak_mib": memory.peak_mib(), "parameters": parameters, "skip_mib": skip_bytes / 2 ** 20,
+            "scaled": any(n > 1 for _, n in parts.values())}
+
+
 def deblurdiff_case(size, device, dtype, steps=50) -> dict:
     import torch
     from _cli import PeakMemory
@@ -127,7 +190,7 @@ def deblurdiff_case(size, device, dtype, steps=50) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1280x720"])
-    parser.add_argument("--methods", nargs="+", default=["fidediff8", "fidediff4", "deblurdiff"])
+    parser.add_argument("--methods", nargs="+", default=["fidediff8", "fidediff4", "osdd", "deblurdiff"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     parser.add_argument("--threads", type=int, default=0)
@@ -141,7 +204,12 @@ def main(argv=None) -> int:
         method, size = args.child
         size = tuple(int(v) for v in size.split("x"))
         device, dtype = torch.device(args.device), getattr(torch, DTYPES[args.dtype])
-        row = deblurdiff_case(size, device, dtype) if method == "deblurdiff" else fidediff_case(size, int(method[-1]), device, dtype)
+        if method == "deblurdiff":
+            row = deblurdiff_case(size, device, dtype)
+        elif method == "osdd":
+            row = osdd_case(size, device, dtype)
+        else:
+            row = fidediff_case(size, int(method[-1]), device, dtype)
         print(json.dumps(row))
         return 0
     rows = []
@@ -169,12 +237,13 @@ def main(argv=None) -> int:
         faster = f"{ratio / row['seconds']:.1f}×" if ratio and not row["method"].startswith("DeblurDiff") else "—"
         print(f"| {row['size']} | {row['method']} | {row['latent']} | {row['evaluations']} | {row['seconds']:.1f} | {faster} | "
               f"{row['peak_mib'] / 1024:.1f} GiB |")
-    print("\nWhere FideDiff's time goes (seconds per image: part × tiles):\n")
+    print("\nWhere the one-step methods' time goes (seconds per image: part × tiles):\n")
     for row in rows:
-        if "parts" in row and row["method"].startswith("FideDiff"):
+        if "parts" in row and not row["method"].startswith("DeblurDiff"):
             total = row["seconds"]
             shares = ", ".join(f"{k} {v * n:.1f} s ({100 * v * n / total:.0f}%)" for k, (v, n) in row["parts"].items())
-            print(f"- {row['size']} {row['method']}: {shares}")
+            skips = f"; eVAE skips held {row['skip_mib']:.0f} MiB" if "skip_mib" in row else ""
+            print(f"- {row['size']} {row['method']}: {shares}{skips}")
     return 0
 
 

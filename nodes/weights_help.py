@@ -26,8 +26,17 @@ LOADERS = {
     "FideDiffLoader": {
         "method": "FideDiff",
         "widget": "adapter",
+        "base_widget": "base",  # the SD 2.1 base: ComfyUI's own checkpoints folder
         "alternative": ("no official weights exist: train an adapter with tools/train_fidediff.py (README, FideDiff); "
                         "the base is Stable Diffusion 2.1 in ComfyUI's models/checkpoints"),
+        "models": [],
+    },
+    "OSDDLoader": {
+        "method": "OSDD",
+        "widget": "weights",
+        "base_widget": "base",
+        "alternative": ("no official weights exist (the authors released none): train them with tools/train_osdd.py "
+                        "(README, OSDD); the base is Stable Diffusion 2.1 in ComfyUI's models/checkpoints"),
         "models": [],
     },
 }

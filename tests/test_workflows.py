@@ -84,7 +84,8 @@ def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
 
 
 @pytest.mark.parametrize("path", api_workflows(), ids=os.path.basename)
-def test_api_workflow_runs_through_the_nodes(path, models_dir):
+def test_api_workflow_runs_through_the_nodes(path, models_dir, monkeypatch):
+    monkeypatch.setenv("COMFYUI_DEBLUR_CHECKPOINTS", str(models_dir.parent / "checkpoints"))  # as ComfyUI's models/checkpoints
     prepare_models(models_dir.parent)  # tiny models wherever the bundled loaders point
     image = torch.rand(1, 29, 35, 3, generator=torch.Generator().manual_seed(0))
     graph = load(path)

@@ -88,3 +88,7 @@ def prepare_models(models_dir: str | os.PathLike) -> None:
 
     base = write_single_file(os.path.join(models_dir, "checkpoints", "v2-1_512-ema-pruned.safetensors"))
     write_adapter(os.path.join(deblur, "FideDiff", "fidediff_sd21_d4.safetensors"), base, 4)
+    # OSDD: weights trained "on" the same tiny base
+    from tiny_osdd import write_tiny_osdd
+
+    write_tiny_osdd(os.path.join(deblur, "OSDD", "osdd.safetensors"), base)

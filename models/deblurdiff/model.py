@@ -8,7 +8,7 @@ and the LKPN, fixed in the ControlNet), as the official ``SpatialTransformer`` d
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,7 @@ from torch import nn
 
 from ..sd21 import (LATENT_SCALE, AutoencoderKL, DDPMSchedule, HintControlNet, OpenCLIPTextEncoder, TextEncoderConfig,
                     UNetConfig, VAEConfig, build_unet, controlled_unet, default_tokenizer, set_attention_windows)
+from ..common.parts import NamedParts
 from .eac import eac
 from .lkpn import LKPN
 
@@ -60,7 +61,7 @@ class DeblurDiffConfig:
         return found
 
 
-class DeblurDiff(nn.Module):
+class DeblurDiff(NamedParts, nn.Module):
     def __init__(self, config: DeblurDiffConfig, device: torch.device | str | None = None):
         """``device='meta'`` builds the networks without memory (weights are then adopted by loading)."""
         super().__init__()
@@ -92,18 +93,6 @@ class DeblurDiff(nn.Module):
         if name not in PARTS:
             raise KeyError(name)
         return getattr(self, name)
-
-    @contextmanager
-    def parts_on(self, names, device: torch.device, offload: torch.device | None = None):
-        """Move the named parts to ``device`` for a stage, and to ``offload`` afterwards if given."""
-        for name in names:
-            self.part(name).to(device)
-        try:
-            yield
-        finally:
-            if offload is not None and torch.device(offload) != torch.device(device):
-                for name in names:
-                    self.part(name).to(offload)
 
     @torch.inference_mode()
     def encode_text(self, prompt: str) -> torch.Tensor:

@@ -34,15 +34,16 @@ def sliding_tiles(height: int, width: int, tile: int, stride: int) -> list[tuple
 
 
 def tiled_prediction(predict: Callable[[Box], torch.Tensor], like: torch.Tensor, tile: int, stride: int,
-                     on_tile: Callable[[], None] | None = None) -> torch.Tensor:
-    """DiffBIR's tiled noise prediction: ``predict(box)`` for each latent tile, blended with Gaussian
-    weights (float32, on ``like``'s device and shape)."""
-    _, _, h, w = like.shape
-    out = torch.zeros(like.shape, dtype=torch.float32, device=like.device)
+                     on_tile: Callable[[], None] | None = None, scale: int = 1, channels: int | None = None) -> torch.Tensor:
+    """DiffBIR's tiled noise prediction (and decoding): ``predict(box)`` for each latent tile, blended with
+    Gaussian weights (float32, on ``like``'s device). The output is ``like``'s shape, or ``channels`` at
+    ``scale`` times the size when ``predict`` up-samples (an autoencoder's decoder)."""
+    b, c, h, w = like.shape
+    out = torch.zeros((b, channels or c, h * scale, w * scale), dtype=torch.float32, device=like.device)
     count = torch.zeros_like(out)
     weights = None
     for box in sliding_tiles(h, w, tile, stride):
-        top, bottom, left, right = box
+        top, bottom, left, right = (v * scale for v in box)
         if weights is None:
             weights = gaussian_weights(right - left, bottom - top).to(like.device)
         out[:, :, top:bottom, left:right] += predict(box).float() * weights

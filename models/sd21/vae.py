@@ -13,7 +13,7 @@ from torch import nn
 
 from ..common.checkpoint import CheckpointError
 from ..common.state_dict import count_indexed, shape_of
-from .tiles import gaussian_weights, sliding_tiles
+from .tiles import sliding_tiles, tiled_prediction
 from .unet import GROUPS
 
 
@@ -113,16 +113,5 @@ class AutoencoderKL(nn.Module):
     def decode_tiled(self, latent: torch.Tensor, tile: int, stride: int, on_tile=None) -> torch.Tensor:
         """DiffBIR's tiled decoding: latent tiles of ``tile`` every ``stride`` (latent pixels), blended
         with :func:`gaussian_weights`."""
-        f = self.config.downsampling
-        b, _, h, w = latent.shape
-        image = torch.zeros((b, self.config.out_channels, h * f, w * f), dtype=torch.float32, device=latent.device)
-        count = torch.zeros_like(image)
-        weights = None
-        for top, bottom, left, right in sliding_tiles(h, w, tile, stride):
-            if weights is None:
-                weights = gaussian_weights((right - left) * f, (bottom - top) * f).to(latent.device)
-            image[:, :, top * f:bottom * f, left * f:right * f] += self.decode(latent[:, :, top:bottom, left:right]) * weights
-            count[:, :, top * f:bottom * f, left * f:right * f] += weights
-            if on_tile:
-                on_tile()
-        return image.div_(count)
+        return tiled_prediction(lambda box: self.decode(latent[:, :, box[0]:box[1], box[2]:box[3]]), latent, tile, stride,
+                                on_tile, self.config.downsampling, self.config.out_channels)

@@ -94,3 +94,16 @@ def lpips_distance(net: str = "vgg") -> nn.Module:
             return self.metric(a, b, normalize=False).reshape(a.shape[0])
 
     return _LPIPS()
+
+
+PERCEPTUAL_KINDS = ("lpips", "features")
+
+
+def perceptual_distance(kind: str) -> nn.Module:
+    """The training tools' ``--perceptual`` choice: ``lpips`` (VGG) or ``features`` (a seeded random
+    conv net: no package, no download)."""
+    if kind == "lpips":
+        return lpips_distance("vgg")
+    if kind == "features":
+        return FeatureDistance(RandomConvFeatures())
+    raise ValueError(f"perceptual must be one of {PERCEPTUAL_KINDS}, got {kind!r}")
