@@ -19,7 +19,7 @@ from .common.model_paths import resolve_model_name
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = runtime.PRECISIONS
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_TILE = 8192
 MIN_TILE = 64
@@ -108,10 +108,6 @@ HIDIFF = Method(
     ])
 
 
-def half_on_gpus(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-
-
 # --- DeblurDiff ----------------------------------------------------------------------------------
 
 def _deblurdiff_options(settings):
@@ -149,7 +145,7 @@ DEBLURDIFF = Method(
     name="DeblurDiff", find_models=_deblurdiff_find, load=_deblurdiff_load, run=_deblurdiff_run,
     steps=_deblurdiff_steps, bytes_per_pixel=12_000, default_seed=231,
     alternative="or one .safetensors made by tools/convert_deblurdiff.py",
-    auto_dtype=half_on_gpus,
+    auto_dtype=runtime.half_on_gpus,
     weights=[
         {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
          "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
@@ -223,7 +219,7 @@ FIDEDIFF = Method(
     name="FideDiff", find_models=_fidediff_find, load=_fidediff_load, run=_fidediff_run, steps=_fidediff_steps,
     bytes_per_pixel=16_000,  # the nodes' 4 000 per autoencoder pixel; d = 4 encodes the image ×2
     default_seed=0,  # deterministic: one step, no noise; the seed is not used
-    auto_dtype=half_on_gpus, weights=[],
+    auto_dtype=runtime.half_on_gpus, weights=[],
     alternative="There is no official FideDiff release: train an adapter with tools/train_fidediff.py (docs/fidediff.md) "
                 "and put it in models/deblur/FideDiff/. It runs on the Stable Diffusion 2.1 base it was trained on "
                 "(v2-1_512-ema-pruned.safetensors), found by file name in the host's checkpoints folder "
@@ -276,11 +272,7 @@ def check_settings(settings: Settings) -> None:
 
 
 def resolve_dtype(method: Method, precision: str, device: torch.device) -> torch.dtype:
-    dtype = PRECISIONS[precision] or method.auto_dtype(device)
-    if not runtime.supports_dtype(dtype, device):
-        log.warning("%s: %s is not supported on %s; using fp32", method.name, precision, device)
-        return torch.float32
-    return dtype
+    return runtime.choose_dtype(precision, method.name, device, method.auto_dtype)
 
 
 def smaller_tile(tile: int) -> int | None:
