@@ -111,7 +111,7 @@ def test_base_stage_lowers_its_loss_and_resumes_bit_identically(setup, tmp_path)
     second.load()
     assert second.step_index == 4
     second.run()
-    a, b = straight._trainable_state(), second._trainable_state()
+    a, b = straight.trainable_state(), second.trainable_state()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight.export(str(setup["root"] / "base_adapter.safetensors"))
     model = fd.load_fidediff(setup["base"], str(setup["root"] / "base_adapter.safetensors"))

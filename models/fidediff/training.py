@@ -12,17 +12,15 @@ Stages (notes §5):
   M frozen: the same image losses plus the time loss on T; the step uses the true t or, half the
   time, T's estimate (so the KCN tolerates T's errors).
 
-Runs are seeded and resumable bit for bit (own checkpoint: tensors and optimizer states, read back
-with ``weights_only=True``), log losses to ``loss_log.csv`` and end by writing the adapter file.
+Runs are seeded and resumable bit for bit and log losses to ``loss_log.csv`` through the shared
+:class:`~..common.training_loop.TrainingLoop`; they end by writing the adapter file.
 accelerate handles devices, mixed precision and several GPUs (``accelerate launch``).
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +30,7 @@ from ..blur.datasets import PatchSampler, SharpFolder, augment
 from ..blur.frames import average_frames, blur_level
 from ..blur.synthesis import BlurSettings
 from ..blur.trajectory import shake_trajectory
+from ..common.training_loop import TrainingLoop
 from ..sd21 import UNET_TARGETS, OneStepSchedule, TextEmbedding, default_tokenizer, load_base, peft_to_pack
 from ..sd21.lora import load_adapter, merge_adapters, unwrap_lora
 from ..sd21.training import (FeatureDistance, LatentDiscriminator, RandomConvFeatures, discriminator_loss, edge_aware,
@@ -41,8 +40,6 @@ from .kcn import KernelControlNet
 from .model import kernel_input
 
 STAGES = ("base", "kernel", "control")
-LOG_FIELDS = ("stage", "step", "loss", "l1", "perceptual", "gan_g", "gan_d", "time", "seconds")
-CHECKPOINT = "checkpoint.pt"
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -186,9 +183,10 @@ class ControlStage(nn.Module):
 
 # -- the trainer --------------------------------------------------------------------------------------
 
-class FideDiffTrainer:
+class FideDiffTrainer(TrainingLoop):
     """Stages ``base`` and ``control``. ``base_path``: the SD 2.1 file; ``adapter_path`` (control):
     the stage-1 adapter; ``estimator_path`` (control): M and T from ``--stage kernel``."""
+    log_fields = ("stage", "step", "loss", "l1", "perceptual", "gan_g", "gan_d", "time", "seconds")
 
     def __init__(self, config: TrainConfig, base_path: str, sampler: TrajectorySampler, run_dir: str,
                  adapter_path: str | None = None, estimator_path: str | None = None, cpu: bool = False):
@@ -196,11 +194,13 @@ class FideDiffTrainer:
 
         if config.stage not in ("base", "control"):
             raise ValueError(f"FideDiffTrainer runs the stages 'base' and 'control', not {config.stage!r}")
-        self.config, self.sampler, self.run_dir = config, sampler, run_dir
+        super().__init__(run_dir, sampler)
+        self.config = config
+        self.stage, self.steps = config.stage, config.steps
+        self.checkpoint_every, self.log_every = config.checkpoint_every, config.log_every
         self.base_path, self.adapter_path, self.estimator_path = base_path, adapter_path, estimator_path
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
         torch.manual_seed(config.seed)
-        self.step_index = 0
         self._build()
 
     # building
@@ -256,6 +256,8 @@ class FideDiffTrainer:
         self.discriminator_forward = None
         if self.d_optimizer is not None:
             self.discriminator_forward, self.d_optimizer = prepare(self.discriminator.train(), self.d_optimizer)
+            self.optimizers["d"] = self.d_optimizer
+        self.optimizers["g"] = self.optimizer
 
     # one step
     def _encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -331,39 +333,10 @@ class FideDiffTrainer:
             self.accelerator.backward(d_loss)
             self.d_optimizer.step()
             record["gan_d"] = float(d_loss)
-        self.step_index += 1
         return record
 
-    def run(self, stop_after: int | None = None, progress=None) -> None:
-        c = self.config
-        os.makedirs(self.run_dir, exist_ok=True)
-        end = c.steps if stop_after is None else min(c.steps, self.step_index + stop_after)
-        sums, count, start = {}, 0, time.time()
-        while self.step_index < end:
-            record = self.step()
-            for key, value in record.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            if progress:
-                progress(self.step_index, record)
-            if self.step_index % c.log_every == 0 or self.step_index == end:
-                self._log({k: v / count for k, v in sums.items()}, time.time() - start)
-                sums, count = {}, 0
-            if self.step_index % c.checkpoint_every == 0 or self.step_index == end:
-                self.save()
-
-    def _log(self, means: dict[str, float], seconds: float) -> None:
-        path = os.path.join(self.run_dir, "loss_log.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, LOG_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({"stage": self.config.stage, "step": self.step_index, "seconds": round(seconds, 2)}
-                            | {k: round(means[k], 6) for k in LOG_FIELDS if k in means})
-
     # saving and resuming
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
+    def trainable_state(self) -> dict[str, torch.Tensor]:
         if self.config.stage == "base":
             state = {f"lora.{n}": p.detach().cpu() for n, p in self.unet.named_parameters() if "lora_" in n}
         else:
@@ -374,39 +347,17 @@ class FideDiffTrainer:
             state |= {f"discriminator.{k}": v.detach().cpu() for k, v in self.discriminator.state_dict().items()}
         return state
 
-    def save(self) -> None:
-        state = {"weights": self._trainable_state(), "step": self.step_index,
-                 "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state(),
-                 "torch_rng": torch.get_rng_state(), "config": {k: v for k, v in asdict(self.config).items() if k != "extra"}}
-        if self.d_optimizer is not None:
-            state["d_optimizer"] = self.d_optimizer.state_dict()
-        path = os.path.join(self.run_dir, CHECKPOINT)
-        torch.save(state, path + ".partial")
-        os.replace(path + ".partial", path)
-
-    def load(self) -> None:
-        path = os.path.join(self.run_dir, CHECKPOINT)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["config"].get("stage") != self.config.stage:
-            raise ValueError(f"{path} is a {state['config'].get('stage')!r} run, not {self.config.stage!r}")
-        weights = state["weights"]
-        with torch.no_grad():
-            if self.config.stage == "base":
-                for name, param in self.unet.named_parameters():
-                    if "lora_" in name:
-                        param.copy_(weights[f"lora.{name}"])
-            else:
-                self.kcn.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("kcn.")})
-                self.estimator.regressor.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("regressor.")})
-            self.text.embedding.copy_(weights["text_embedding"])
-            if self.discriminator is not None:
-                self.discriminator.load_state_dict({k[14:]: v for k, v in weights.items() if k.startswith("discriminator.")})
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.d_optimizer is not None:
-            self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step_index = int(state["step"])
+    def load_trainable_state(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.config.stage == "base":
+            for name, param in self.unet.named_parameters():
+                if "lora_" in name:
+                    param.copy_(weights[f"lora.{name}"])
+        else:
+            self.kcn.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("kcn.")})
+            self.estimator.regressor.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("regressor.")})
+        self.text.embedding.copy_(weights["text_embedding"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict({k[14:]: v for k, v in weights.items() if k.startswith("discriminator.")})
 
     def export(self, path: str, base_name: str = "") -> None:
         """The adapter file: stage base → LoRA + text embedding; control → also KCN, M and the trained T."""

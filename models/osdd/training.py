@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..common.checkpoint import CheckpointError
+from ..common.training_loop import TrainingLoop
 from ..sd21 import default_tokenizer, load_base
 from ..sd21.lora import lora_layers, set_scale
 from ..sd21.one_step import one_step
 from ..sd21.training import LatentDiscriminator, discriminator_loss, edge_aware, generator_loss
 from ..sd21.training.perceptual import perceptual_distance
-from ..sd21.training.loop import TrainingLoop
 from .dda import ADAPTERS, set_gamma
 from .model import DEFAULT_PROMPT, OSDD, VAE_ADAPTER, OSDDConfig
 from .weights import osdd_state, read_osdd, save_osdd

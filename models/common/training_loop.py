@@ -1,4 +1,4 @@
-"""The training loop the one-step methods share: step, average and log losses to ``loss_log.csv``,
+"""The training loop the trainers share (FideDiff, OSDD): step, average and log losses to ``loss_log.csv``,
 checkpoint and resume bit for bit.
 
 A trainer subclasses :class:`TrainingLoop` and gives ``step() -> {name: float}``, its trainable tensors
