@@ -5,6 +5,9 @@ A trainer subclasses :class:`TrainingLoop` and gives ``step() -> {name: float}``
 (``trainable_state`` / ``load_trainable_state``) and its optimisers (``self.optimizers``, by name). The
 checkpoint holds those tensors, the optimiser states, the data sampler's generator and torch's RNG, and
 is read back with ``weights_only=True``.
+
+The two-stage trainers with their own loops (HI-Diff, the kernel estimator) share the small parts:
+:func:`append_log_row`, :func:`save_run_files`, :func:`read_training_state`.
 """
 from __future__ import annotations
 
@@ -12,9 +15,42 @@ import csv
 import os
 import time
 
+from typing import Callable
+
 import torch
 
+from .checkpoint import CheckpointError
+
 CHECKPOINT = "checkpoint.pt"
+
+
+def append_log_row(path: str, fields, row: dict) -> None:
+    """One row of a run's loss log (a CSV file, header written when new)."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def save_run_files(model_path: str, write_model: Callable[[str], None], state_path: str, state: dict) -> None:
+    """Write a run's model file and training state, then replace both (a crash leaves the old pair)."""
+    write_model(model_path + ".tmp")
+    torch.save(state, state_path + ".tmp")
+    os.replace(model_path + ".tmp", model_path)
+    os.replace(state_path + ".tmp", state_path)
+
+
+def read_training_state(path: str) -> dict:
+    """A run's training state, read with ``weights_only=True``; a missing or unreadable file is a
+    :class:`CheckpointError` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(path, "no training state to resume from") from None
+    except Exception as error:
+        raise CheckpointError(path, f"not a readable training state ({error})") from None
 
 
 class TrainingLoop:
@@ -59,14 +95,9 @@ class TrainingLoop:
                 self.save()
 
     def log(self, means: dict[str, float], seconds: float) -> None:
-        path = os.path.join(self.run_dir, "loss_log.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, self.log_fields)
-            if new:
-                writer.writeheader()
-            writer.writerow({"stage": self.stage, "step": self.step_index, "seconds": round(seconds, 2)}
-                            | {k: round(means[k], 6) for k in self.log_fields if k in means})
+        append_log_row(os.path.join(self.run_dir, "loss_log.csv"), self.log_fields,
+                       {"stage": self.stage, "step": self.step_index, "seconds": round(seconds, 2)}
+                       | {k: round(means[k], 6) for k in self.log_fields if k in means})
 
     @property
     def checkpoint_path(self) -> str:

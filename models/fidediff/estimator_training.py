@@ -19,7 +19,6 @@ M frozen, so T ends fitted to the final M. AdamW, cosine learning rate, gradient
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from ..blur.frames import average_frames, blur_level
 from ..blur.synthesis import BlurSettings, degrade, draw_kernels
 from ..blur.convolve import grid_weights
 from ..blur.trajectory import shake_trajectory
-from ..common.checkpoint import CheckpointError
+from ..common.training_loop import append_log_row, read_training_state, save_run_files
 from .estimator import LEVEL_MAX, BlurLevelRegressor, EstimatorConfig, KernelEstimate, KernelEstimator, RegressorConfig, level_grid
 from .estimator_model import BlurEstimator, load_blur_estimator, save_blur_estimator
 
@@ -271,13 +270,7 @@ class EstimatorTrainer:
                 self.save()
 
     def _log(self, means: dict[str, float]) -> None:
-        path = os.path.join(self.run_dir, LOG)
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, LOG_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({"stage": self.stage, "iteration": self.iteration, "lr": f"{means['lr']:.6g}",
+        append_log_row(os.path.join(self.run_dir, LOG), LOG_FIELDS, {"stage": self.stage, "iteration": self.iteration, "lr": f"{means['lr']:.6g}",
                              "l_reblur": f"{means['l_reblur']:.6g}", "l_kernel": f"{means['l_kernel']:.4g}", "level_mae": f"{means['level_mae']:.4g}",
                              "seconds": f"{self.elapsed:.1f}"})
 
@@ -288,23 +281,15 @@ class EstimatorTrainer:
     def save(self) -> None:
         """Write the model and the training state; the pair is replaced atomically."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
-        save_blur_estimator(self.model, model_path + ".tmp", self._info())
         state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
                  "optimizer": self.optimizer.state_dict(), "data": self.sampler.state(),
                  "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
-        torch.save(state, state_path + ".tmp")
-        os.replace(model_path + ".tmp", model_path)
-        os.replace(state_path + ".tmp", state_path)
+        save_run_files(model_path, lambda path: save_blur_estimator(self.model, path, self._info()), state_path, state)
 
     def load(self) -> None:
         """Continue from the run folder's checkpoint (weights, stage, optimiser, data stream)."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(state_path, "no training state to resume from") from None
-        except Exception as error:
-            raise CheckpointError(state_path, f"not a readable training state ({error})") from None
+        state = read_training_state(state_path)
         loaded = load_blur_estimator(model_path)
         self.model.estimator.load_state_dict(loaded.estimator.state_dict())
         self.model.regressor.load_state_dict(loaded.regressor.state_dict())

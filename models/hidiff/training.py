@@ -18,7 +18,6 @@ A run is resumable: ``checkpoint.safetensors`` (the pack's model format, ``net_l
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.checkpoint import CheckpointError
+from ..common.training_loop import append_log_row, read_training_state, save_run_files
 from .denoiser import MixerDenoiser, SimpleDenoiser
 from .diffusion import SamplerConfig
 from .latent_encoder import LatentEncoder, LatentEncoderConfig
@@ -254,17 +254,11 @@ class Trainer:
         self.save()
 
     def _log(self, means: dict[str, float], val: float | None) -> None:
-        path = os.path.join(self.run_dir, LOG)
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, LOG_FIELDS)
-            if new:
-                writer.writeheader()
-            row = {"stage": self.stage, "iteration": self.iteration, "seconds": f"{self.elapsed:.1f}",
-                   "val_psnr": "" if val is None else f"{val:.3f}"}
-            for key in ("lr", "l_pix", "l_prior", "l_total"):
-                row[key] = f"{means[key]:.6g}" if key in means else ""
-            writer.writerow(row)
+        row = {"stage": self.stage, "iteration": self.iteration, "seconds": f"{self.elapsed:.1f}",
+               "val_psnr": "" if val is None else f"{val:.3f}"}
+        for key in ("lr", "l_pix", "l_prior", "l_total"):
+            row[key] = f"{means[key]:.6g}" if key in means else ""
+        append_log_row(os.path.join(self.run_dir, LOG), LOG_FIELDS, row)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self) -> None:
@@ -272,7 +266,6 @@ class Trainer:
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
         info = {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
                                         "config": asdict(self.config), **self.metadata}, default=str)}
-        save_hidiff(self.model, model_path + ".tmp", source="trained with tools/train_hidiff.py", extra=info)
         state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
                  "optimizer": self.optimizer.state_dict(), "noise": self.noise.get_state(),
                  "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
@@ -280,19 +273,13 @@ class Trainer:
             state["data"] = self.data_state[0]()
         if self.scaler:
             state["scaler"] = self.scaler.state_dict()
-        torch.save(state, state_path + ".tmp")
-        os.replace(model_path + ".tmp", model_path)
-        os.replace(state_path + ".tmp", state_path)
+        save_run_files(model_path, lambda path: save_hidiff(self.model, path, source="trained with tools/train_hidiff.py",
+                                                            extra=info), state_path, state)
 
     def load(self) -> None:
         """Continue from the run folder's checkpoint (model weights, stage, optimiser, generators)."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(state_path, "no training state to resume from") from None
-        except Exception as error:
-            raise CheckpointError(state_path, f"not a readable training state ({error})") from None
+        state = read_training_state(state_path)
         loaded = load_hidiff(model_path)
         if loaded.net_le is None:
             raise CheckpointError(model_path, "has no net_le; it is not a training checkpoint")
