@@ -1,7 +1,10 @@
-"""Shared by the command-line tools: picking a device, resolving a model name, measuring memory."""
+"""Shared by the command-line tools: picking a device, resolving a model name, measuring memory,
+running a trainer with resume and progress lines."""
 from __future__ import annotations
 
 import os
+import time
+from typing import Callable
 
 import torch
 
@@ -22,6 +25,22 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def run_trainer(trainer, resume: bool, where: Callable[[object], str], every: int, line: Callable[..., str]) -> None:
+    """Resume ``trainer`` when asked (printing ``resumed at <where(trainer)>``), then run it to the end,
+    printing ``line(*progress)`` and the seconds so far every ``every`` steps. A trainer's progress
+    arguments end with (step, losses)."""
+    if resume:
+        trainer.load()
+        print(f"resumed at {where(trainer)}", flush=True)
+    started = time.time()
+
+    def report(*progress):
+        if progress[-2] % every == 0:
+            print(f"{line(*progress)} ({time.time() - started:.0f} s)", flush=True)
+
+    trainer.run(progress=report)
 
 
 def resolve_model(name: str | None) -> tuple[str, str]:

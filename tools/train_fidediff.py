@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 
+from _cli import run_trainer
 from _pack import pack_module
 
 
@@ -88,16 +88,8 @@ def main(argv=None) -> int:
     else:
         sampler = training.TrajectorySampler(datasets.SharpFolder(args.sharp), config.crop, config.scenes, config.seed, config.points)
     trainer = training.FideDiffTrainer(config, args.base, sampler, args.run, args.adapter, args.estimator, cpu=args.cpu)
-    if args.resume:
-        trainer.load()
-        print(f"resumed at step {trainer.step_index}", flush=True)
-    started = time.time()
-
-    def report(step, losses):
-        if step % 10 == 0:
-            print(f"{args.stage} step {step}: loss {losses['loss']:.4f} ({time.time() - started:.0f} s)", flush=True)
-
-    trainer.run(progress=report)
+    run_trainer(trainer, args.resume, lambda t: f"step {t.step_index}", 10,
+                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}")
     output = args.output or os.path.join(args.run, "adapter.safetensors")
     trainer.export(output)
     print(f"wrote {output}", flush=True)

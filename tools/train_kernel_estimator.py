@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 
-from _cli import pick_device
+from _cli import pick_device, run_trainer
 from _pack import pack_module
 
 
@@ -74,17 +73,9 @@ def main(argv=None) -> int:
     trainer = training.EstimatorTrainer(model, sampler, config, args.run, device,
                                         metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp)),
                                                   "init": os.path.basename(args.init) if args.init else None})
-    if args.resume:
-        trainer.load()
-        print(f"resumed at stage {trainer.stage}, iteration {trainer.iteration}", flush=True)
-    started = time.time()
-
-    def report(stage, iteration, losses):
-        if iteration % 50 == 0:
-            print(f"stage {stage} it {iteration}: reblur {losses['l_reblur']:.5f}  level MAE {losses['level_mae']:.1f}  "
-                  f"({time.time() - started:.0f} s)", flush=True)
-
-    trainer.run(progress=report)
+    run_trainer(trainer, args.resume, lambda t: f"stage {t.stage}, iteration {t.iteration}", 50,
+                lambda stage, iteration, losses: f"stage {stage} it {iteration}: reblur {losses['l_reblur']:.5f}  "
+                                                 f"level MAE {losses['level_mae']:.1f} ")
     output = args.output or os.path.join(args.run, "model.safetensors")
     trainer.export(output)
     print(f"wrote {output}", flush=True)

@@ -22,10 +22,10 @@ import argparse
 import os
 import shutil
 import sys
-import time
 
 import torch
 
+from _cli import run_trainer
 from _pack import pack_module
 
 
@@ -96,16 +96,8 @@ def main(argv=None) -> int:
     if args.stage != "evae" and previous is None:
         print(f"note: no {result} yet; the eVAE skips start untrained (zero: the plain SD decoder)", flush=True)
     trainer = training.OSDDTrainer(config, args.base, sampler, os.path.join(args.run, args.stage), previous, cpu=args.cpu)
-    if args.resume:
-        trainer.load()
-        print(f"resumed at step {trainer.step_index}", flush=True)
-    started = time.time()
-
-    def report(step, losses):
-        if step % 10 == 0:
-            print(f"{args.stage} step {step}: loss {losses['loss']:.4f} ({time.time() - started:.0f} s)", flush=True)
-
-    trainer.run(progress=report)
+    run_trainer(trainer, args.resume, lambda t: f"step {t.step_index}", 10,
+                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}")
     trainer.export(result + ".partial")
     os.replace(result + ".partial", result)
     print(f"wrote {result}", flush=True)
