@@ -1,7 +1,8 @@
 """Shared by the command-line tools: picking a device, resolving a model name, measuring memory,
-running a trainer with resume and progress lines."""
+the training tools' common options, running a trainer with resume and progress lines."""
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from typing import Callable
@@ -25,6 +26,28 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def training_parser(doc: str, lr: float, seed: int, checkpoint_every: int) -> argparse.ArgumentParser:
+    """A training tool's parser: its docstring as help, and the options every training tool takes
+    (--resume, --lr, --seed, --checkpoint-every, --threads) with the tool's defaults."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(doc.splitlines()[2:]))
+    common = p.add_argument_group("every training tool")
+    common.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
+    common.add_argument("--lr", type=float, default=lr)
+    common.add_argument("--seed", type=int, default=seed)
+    common.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
+    common.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    return p
+
+
+def parse_training_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The parsed options; --threads applied."""
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def run_trainer(trainer, resume: bool, where: Callable[[object], str], every: int, line: Callable[..., str]) -> None:

@@ -19,19 +19,17 @@ Downloads: nothing, except `--perceptual lpips` (the default), whose package fet
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
-from _cli import run_trainer
+from _cli import parse_training_args, run_trainer, training_parser
 from _pack import pack_module
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p = training_parser(__doc__, lr=5e-5, seed=0, checkpoint_every=500)
     p.add_argument("--stage", required=True, choices=("base", "kernel", "control"))
     p.add_argument("--sharp", required=True, help="folder of sharp images (blur is synthesised, seeded)")
     p.add_argument("--frames", help="stages base/control: folder of video clips instead (one sub-folder of consecutive "
@@ -41,9 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--adapter", help="stage control: the stage-base adapter")
     p.add_argument("--estimator", help="stage control: M and T from stage kernel")
     p.add_argument("--output", help="output file (default RUN/adapter.safetensors, or RUN/model.safetensors for kernel)")
-    p.add_argument("--resume", action="store_true")
     p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--scenes", type=int, default=2, help="scenes per step (each gives --points trajectory points)")
     p.add_argument("--points", type=int, default=3)
     p.add_argument("--crop", type=int, default=256, help="training crop in pixels")
@@ -53,17 +49,12 @@ def parse_args(argv=None):
     p.add_argument("--gan-weight", type=float, default=0.1)
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU")
-    p.add_argument("--threads", type=int, default=0)
-    return p.parse_args(argv)
+    return parse_training_args(p, argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.stage == "kernel":
         estimator = pack_module("models.fidediff.estimator_training")
         output = args.output or os.path.join(args.run, "model.safetensors")

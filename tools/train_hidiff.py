@@ -12,7 +12,6 @@ end the model (``--output``, default RUN/model.safetensors) for models/deblur/.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,19 +20,17 @@ import time
 
 import torch
 
-from _cli import pick_device
+from _cli import parse_training_args, pick_device, training_parser
 from _pack import pack_module
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p = training_parser(__doc__, lr=2e-4, seed=100, checkpoint_every=250)
     data = p.add_mutually_exclusive_group(required=True)
     data.add_argument("--paired", help="folder with input/ and target/ (GoPro, RealBlur)")
     data.add_argument("--sharp", help="folder of sharp images; blur is synthesised on the fly")
     p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
     p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
     p.add_argument("--init", help="start from this model's weights (pack format with net_le), e.g. to fine-tune; "
                                   "stage-one iterations 0 trains stage two only")
     p.add_argument("--preset", default="compact", help="model size: compact (default), tiny, gopro")
@@ -41,12 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, nargs=2, default=(2000, 1000), metavar=("STAGE1", "STAGE2"))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=64, help="training crop size (multiple of 8)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--seed", type=int, default=100)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"), help="mixed precision (fp16: CUDA only)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=10)
     blur = p.add_argument_group("synthetic blur (--sharp)")
     blur.add_argument("--kind", default="camera_shake", choices=("camera_shake", "linear"))
@@ -76,7 +69,7 @@ def parse_args(argv=None):
                    help="store colour anchoring at this scale in the written model (models/common/colour.py; 0: off). "
                         "Training is unaffected; rerun a finished run with --resume to re-export with it")
     p.add_argument("--notes", default="", help="free text stored in the model's metadata")
-    return p.parse_args(argv)
+    return parse_training_args(p, argv)
 
 
 def hardware(device: torch.device) -> str:
@@ -136,8 +129,6 @@ def main(argv=None) -> int:
     blur = pack_module("models.blur")
     pack_module("models.blur.datasets")
     metrics = pack_module("models.common.metrics")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.patch % 8:
         print("error: --patch must be a multiple of 8", file=sys.stderr)
         return 2

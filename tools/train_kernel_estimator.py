@@ -14,23 +14,18 @@ models/deblur/FideDiff/.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-import torch
-
-from _cli import pick_device, run_trainer
+from _cli import parse_training_args, pick_device, run_trainer, training_parser
 from _pack import pack_module
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p = training_parser(__doc__, lr=5e-4, seed=19, checkpoint_every=200)
     p.add_argument("--sharp", required=True, help="folder of sharp images")
     p.add_argument("--run", required=True, help="run folder (checkpoints, loss_log.csv)")
     p.add_argument("--output", help="final model file (default RUN/model.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN's checkpoint")
     p.add_argument("--init", help="start from this estimator file's weights (a new run: fine-tuning); sizes from the file")
     p.add_argument("--iters", type=int, nargs=2, default=(8000, 1500), metavar=("KERNEL", "LEVEL"))
     p.add_argument("--kernel-size", type=int, default=19, help="m: side of the estimated kernels (odd)")
@@ -43,18 +38,12 @@ def parse_args(argv=None):
                    help="frames averaged (odd counts in the range; level 20 (n - 1))")
     p.add_argument("--speed", type=float, nargs=2, default=(0.4, 0.9), metavar=("MIN", "MAX"),
                    help="motion per frame in px; (MAX frames - 1) / 2 x MAX speed must fit in half the kernel")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=19)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    return p.parse_args(argv)
+    return parse_training_args(p, argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     training = pack_module("models.fidediff.estimator_training")
     estimator = pack_module("models.fidediff.estimator")
     device = pick_device(args.device)

@@ -18,29 +18,23 @@ Downloads: nothing, except `--perceptual lpips` (the default), whose package fet
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 
-import torch
-
-from _cli import run_trainer
+from _cli import parse_training_args, run_trainer, training_parser
 from _pack import pack_module
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p = training_parser(__doc__, lr=5e-5, seed=0, checkpoint_every=500)
     p.add_argument("--stage", required=True, choices=("evae", "real", "synthetic", "gate"))
     p.add_argument("--base", required=True, help="SD 2.1 checkpoint (.safetensors/.ckpt), diffusers folder or DeblurDiff model.pth")
     p.add_argument("--paired", help="real pairs: folder with input/ and target/ (GoPro, RealBlur)")
     p.add_argument("--sharp", help="sharp images; blur is synthesised on the fly (seeded)")
     p.add_argument("--run", required=True, help="run folder (osdd.safetensors, one sub-folder per stage)")
     p.add_argument("--output", help="also copy the OSDD file here at the end")
-    p.add_argument("--resume", action="store_true")
     p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=512, help="training crop in pixels (multiple of 64 for SD 2.1)")
     p.add_argument("--unet-rank", type=int, default=4)
@@ -49,16 +43,13 @@ def parse_args(argv=None):
     p.add_argument("--perceptual-weight", type=float, default=1.0)
     p.add_argument("--gan-weight", type=float, default=0.1, help="latent GAN weight (stages real and synthetic)")
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU")
-    p.add_argument("--threads", type=int, default=0)
     blur = p.add_argument_group("synthetic blur (--sharp)")
     blur.add_argument("--kernel-size", type=int, default=31)
     blur.add_argument("--intensity", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN", "MAX"))
     blur.add_argument("--noise", type=float, nargs=2, default=(0.0, 0.01), metavar=("MIN", "MAX"))
     blur.add_argument("--gamma", type=float, default=2.2, help="camera response: blur in linear light")
-    return p.parse_args(argv)
+    return parse_training_args(p, argv)
 
 
 def data_for(args, datasets, blur, seed: int):
@@ -79,8 +70,6 @@ def data_for(args, datasets, blur, seed: int):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.crop % 8:
         raise SystemExit("--crop must be a multiple of 8 (64 for the full SD 2.1 UNet)")
     if args.output and os.path.exists(args.output):
