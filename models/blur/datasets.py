@@ -106,28 +106,11 @@ def augment(images: list[torch.Tensor], code: int) -> list[torch.Tensor]:
     return out
 
 
-class PatchSampler:
-    """Random ``(blurry, sharp)`` batches ``[B, 3, P, P]``; ``next_batch`` draws everything from its
-    own generator, so a seed (and a restored :meth:`state`) reproduces the stream exactly.
+class SeededStream:
+    """Draws from its own generator only, so a seed (and a restored :meth:`state`) reproduces the stream."""
 
-    With ``settings`` the source is sharp images (all kept in memory as 8-bit) and the blur is
-    synthesised per patch (a :class:`BlurMix` draws new settings for every patch; its sharp draws
-    give pairs whose input is the target); otherwise paired images. ``scale`` draws a zoom factor per patch from the
-    range (< 1 shrinks the image first), which multiplies the effective variety of small data.
-    """
-
-    def __init__(self, source: PairedFolder | SharpFolder, patch: int, batch: int, seed: int,
-                 settings: BlurSettings | BlurMix | None = None, scale: tuple[float, float] = (1.0, 1.0)):
-        self.patch, self.batch, self.settings, self.scale = patch, batch, settings, scale
+    def __init__(self, seed: int):
         self.generator = torch.Generator().manual_seed(int(seed))
-        if settings is None:
-            pairs = [source[i] for i in range(len(source))]
-            self.images = [torch.stack([p.blurry, p.sharp]).mul(255).round().to(torch.uint8) for p in pairs]
-        else:
-            self.images = [source[i].mul(255).round().to(torch.uint8)[None] for i in range(len(source))]
-        small = [i for i, im in enumerate(self.images) if min(im.shape[-2:]) < patch]
-        if small:
-            raise ValueError(f"{len(small)} training image(s) are smaller than the {patch} px patch")
 
     def state(self) -> torch.Tensor:
         return self.generator.get_state()
@@ -140,6 +123,30 @@ class PatchSampler:
 
     def _uniform(self, low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=self.generator, dtype=torch.float64))
+
+
+class PatchSampler(SeededStream):
+    """Random ``(blurry, sharp)`` batches ``[B, 3, P, P]``; ``next_batch`` draws everything from its
+    own generator, so a seed (and a restored :meth:`state`) reproduces the stream exactly.
+
+    With ``settings`` the source is sharp images (all kept in memory as 8-bit) and the blur is
+    synthesised per patch (a :class:`BlurMix` draws new settings for every patch; its sharp draws
+    give pairs whose input is the target); otherwise paired images. ``scale`` draws a zoom factor per patch from the
+    range (< 1 shrinks the image first), which multiplies the effective variety of small data.
+    """
+
+    def __init__(self, source: PairedFolder | SharpFolder, patch: int, batch: int, seed: int,
+                 settings: BlurSettings | BlurMix | None = None, scale: tuple[float, float] = (1.0, 1.0)):
+        super().__init__(seed)
+        self.patch, self.batch, self.settings, self.scale = patch, batch, settings, scale
+        if settings is None:
+            pairs = [source[i] for i in range(len(source))]
+            self.images = [torch.stack([p.blurry, p.sharp]).mul(255).round().to(torch.uint8) for p in pairs]
+        else:
+            self.images = [source[i].mul(255).round().to(torch.uint8)[None] for i in range(len(source))]
+        small = [i for i, im in enumerate(self.images) if min(im.shape[-2:]) < patch]
+        if small:
+            raise ValueError(f"{len(small)} training image(s) are smaller than the {patch} px patch")
 
     def _crop(self, image: torch.Tensor, size: int) -> torch.Tensor:
         """A random ``size`` square (after a random zoom) of ``[n, 3, H, W]`` uint8 → float."""

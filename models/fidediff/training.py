@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blur.datasets import PatchSampler, SharpFolder, augment
+from ..blur.datasets import PatchSampler, SeededStream, SharpFolder, augment
 from ..blur.frames import average_frames, blur_level
 from ..blur.synthesis import BlurSettings
 from ..blur.trajectory import shake_trajectory
@@ -80,7 +80,7 @@ class TrajectorySampler(PatchSampler):
         return torch.cat(blurry), torch.cat(sharp), torch.cat(t)
 
 
-class FrameFolderSampler:
+class FrameFolderSampler(SeededStream):
     """The same batches from real high-frame-rate video (GoPro_Large_all style: one folder of
     consecutive frames per clip): around a random middle frame, the averages of the central n frames
     (gamma 2.2, as GoPro) for ``points`` frame counts, each supervised to the middle frame."""
@@ -89,21 +89,12 @@ class FrameFolderSampler:
                  frames: tuple[int, ...] = (1, 7, 9, 11, 13, 15), gamma: float = 2.2):
         from ..common.image_io import list_images
 
+        super().__init__(seed)
         self.patch, self.batch, self.points, self.frames, self.gamma = patch, scenes, points, tuple(sorted(frames)), gamma
         folders = sorted({os.path.dirname(p) for p in list_images(root, recursive=True)})
         self.clips = [c for c in (list_images(f) for f in folders) if len(c) >= self.frames[-1]]
         if not self.clips:
             raise FileNotFoundError(f"{root}: no folder holds {self.frames[-1]} consecutive frames")
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def state(self) -> torch.Tensor:
-        return self.generator.get_state()
-
-    def set_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
-
-    def _randint(self, high: int) -> int:
-        return int(torch.randint(high, (), generator=self.generator))
 
     def scene(self):
         from ..common.image_io import read_image
