@@ -7,9 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export COMFYUI_PATH="${COMFYUI_PATH:-/work/comfyui}"
-if [[ -z "${PYTHON:-}" ]]; then
-    for PYTHON in .venv/bin/python venv/bin/python python3; do
-        command -v "$PYTHON" >/dev/null && break
-    done
-fi
+. tests/pick_python.sh
 exec "$PYTHON" -m pytest -v tests/host "$@"
