@@ -106,6 +106,20 @@ def blend_convolutions(images: torch.Tensor, kernels: torch.Tensor, weights: tor
     return out
 
 
+def kernel_groups(images: torch.Tensor, kernels: torch.Tensor, size: int, owner: str = "") -> int:
+    """How many kernel groups per-pixel ``kernels [B, G·size², H, W]`` hold for ``images [B, C, H, W]``;
+    a ValueError (its text starting with ``owner``) when they do not fit."""
+    n, ch, h, w = images.shape
+    taps = size * size
+    if kernels.ndim != 4 or kernels.shape[0] != n or kernels.shape[2:] != (h, w) or kernels.shape[1] % taps:
+        raise ValueError(f"{owner}per-pixel kernels {tuple(kernels.shape)} do not fit images {tuple(images.shape)} "
+                         f"with {size}x{size} taps")
+    groups = kernels.shape[1] // taps
+    if ch % groups:
+        raise ValueError(f"{owner}{ch} channels cannot be split into {groups} kernel groups")
+    return groups
+
+
 def per_pixel_filter(images: torch.Tensor, kernels: torch.Tensor, size: int, border: str = "reflect",
                      correlate: bool = False) -> torch.Tensor:
     """A different ``size × size`` kernel at every pixel: ``images [B, C, H, W]``, ``kernels
@@ -117,11 +131,7 @@ def per_pixel_filter(images: torch.Tensor, kernels: torch.Tensor, size: int, bor
     """
     n, ch, h, w = images.shape
     taps = size * size
-    if kernels.ndim != 4 or kernels.shape[0] != n or kernels.shape[2:] != (h, w) or kernels.shape[1] % taps:
-        raise ValueError(f"per-pixel kernels {tuple(kernels.shape)} do not fit images {tuple(images.shape)} with {size}x{size} taps")
-    groups = kernels.shape[1] // taps
-    if ch % groups:
-        raise ValueError(f"{ch} channels cannot be split into {groups} kernel groups")
+    groups = kernel_groups(images, kernels, size)
     c = size // 2
     padded = pad(images, c, border)
     weights = kernels.view(n, groups, 1, taps, h, w)

@@ -24,23 +24,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..blur.convolve import per_pixel_filter
-
-
-def _check(x: torch.Tensor, kernels: torch.Tensor, size: int) -> int:
-    n, c, h, w = x.shape
-    taps = size * size
-    if kernels.ndim != 4 or kernels.shape[0] != n or kernels.shape[2:] != (h, w) or kernels.shape[1] % taps:
-        raise ValueError(f"EAC: kernels {tuple(kernels.shape)} do not fit input {tuple(x.shape)} with {size}x{size} taps")
-    groups = kernels.shape[1] // taps
-    if c % groups:
-        raise ValueError(f"EAC: {c} channels cannot be split into {groups} kernel groups")
-    return groups
+from ..blur.convolve import kernel_groups, per_pixel_filter
 
 
 def eac_reference(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torch.Tensor:
     """EAC through ``unfold``: neighbourhoods ``[N, C, k·k, H, W]`` times the group's kernels."""
-    groups = _check(x, kernels, size)
+    groups = kernel_groups(x, kernels, size, "EAC: ")
     n, c, h, w = x.shape
     patches = F.unfold(x, size, padding=(size - 1) // 2).view(n, c, size * size, h, w)
     weights = kernels.view(n, groups, 1, size * size, h, w).expand(n, groups, c // groups, size * size, h, w)
@@ -50,5 +39,5 @@ def eac_reference(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torc
 def eac(x: torch.Tensor, kernels: torch.Tensor, size: int = 5) -> torch.Tensor:
     """EAC as k² shifted multiply-adds into one output buffer (memory: the padded input + output);
     the blur lab's per-pixel filter in correlation form with zero padding."""
-    _check(x, kernels, size)
+    kernel_groups(x, kernels, size, "EAC: ")
     return per_pixel_filter(x, kernels, size, border="zeros", correlate=True)
