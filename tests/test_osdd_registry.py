@@ -107,3 +107,9 @@ def test_no_weights_says_there_is_no_release_and_how_to_train_them(models_dir):
     message = str(caught.value)
     assert message.startswith(f"No OSDD model found in {models_dir}") and "no official OSDD release" in message
     assert "tools/train_osdd.py" in message and "models/deblur/OSDD/" in message and BASE_NAME in message
+
+
+def test_auto_precision_is_half_on_gpus_and_fp32_on_the_cpu():
+    assert methods.OSDD.auto_dtype(torch.device("cuda")) == torch.float16
+    assert methods.OSDD.auto_dtype(torch.device("mps")) == torch.float16
+    assert methods.OSDD.auto_dtype(torch.device("cpu")) == torch.float32
