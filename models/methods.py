@@ -19,7 +19,7 @@ from .common.model_paths import resolve_model_name
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = runtime.PRECISIONS
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_TILE = 8192
 MIN_TILE = 64
@@ -108,10 +108,6 @@ HIDIFF = Method(
     ])
 
 
-def half_on_gpus(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-
-
 # --- DeblurDiff ----------------------------------------------------------------------------------
 
 def _deblurdiff_options(settings):
@@ -149,7 +145,7 @@ DEBLURDIFF = Method(
     name="DeblurDiff", find_models=_deblurdiff_find, load=_deblurdiff_load, run=_deblurdiff_run,
     steps=_deblurdiff_steps, bytes_per_pixel=12_000, default_seed=231,
     alternative="or one .safetensors made by tools/convert_deblurdiff.py",
-    auto_dtype=half_on_gpus,
+    auto_dtype=runtime.half_on_gpus,
     weights=[
         {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
          "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
@@ -242,7 +238,7 @@ FIDEDIFF = Method(
     name="FideDiff", find_models=_fidediff_find, load=_fidediff_load, run=_fidediff_run, steps=_fidediff_steps,
     bytes_per_pixel=16_000,  # the nodes' 4 000 per autoencoder pixel; d = 4 encodes the image ×2
     default_seed=0,  # deterministic: one step, no noise; the seed is not used
-    auto_dtype=half_on_gpus, weights=[],
+    auto_dtype=runtime.half_on_gpus, weights=[],
     alternative=_no_release_help("FideDiff", "FideDiff", "tools/train_fidediff.py", "docs/fidediff.md", "an adapter"))
 
 
@@ -291,7 +287,7 @@ OSDD = Method(
     name="OSDD", find_models=_osdd_find, load=_osdd_load, run=_osdd_run, steps=_osdd_steps,
     bytes_per_pixel=3_000,  # the OSDD nodes' figure (skips kept, one UNet pass)
     default_seed=0,  # deterministic: one step, no noise; the seed is not used
-    auto_dtype=half_on_gpus, weights=[],
+    auto_dtype=runtime.half_on_gpus, weights=[],
     alternative=_no_release_help("OSDD", "OSDD", "tools/train_osdd.py", "docs/osdd.md", "one"))
 
 METHODS: list[Method] = [HIDIFF, DEBLURDIFF, FIDEDIFF, OSDD]
@@ -341,11 +337,7 @@ def check_settings(settings: Settings) -> None:
 
 
 def resolve_dtype(method: Method, precision: str, device: torch.device) -> torch.dtype:
-    dtype = PRECISIONS[precision] or method.auto_dtype(device)
-    if not runtime.supports_dtype(dtype, device):
-        log.warning("%s: %s is not supported on %s; using fp32", method.name, precision, device)
-        return torch.float32
-    return dtype
+    return runtime.choose_dtype(precision, method.name, device, method.auto_dtype)
 
 
 def smaller_tile(tile: int) -> int | None:
