@@ -19,7 +19,7 @@ from .common.model_paths import resolve_model_name
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = runtime.PRECISIONS
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_TILE = 8192
 MIN_TILE = 64
@@ -52,6 +52,8 @@ class Method:
 
     def missing_weights_help(self) -> str:
         folders = runtime.model_dirs() or [f"models/{runtime.MODEL_FOLDER}"]
+        if not self.weights:  # nothing released: ``alternative`` says how to make one
+            return f"No {self.name} model found in {', '.join(folders)}. {self.alternative}"
         releases = "; ".join(f"{w['name']}: {', '.join(w['files'])} into {w['folder']}/ ({w['url']})" for w in self.weights)
         extra = f", {self.alternative}" if self.alternative else ""
         return f"No {self.name} model found in {', '.join(folders)}. Download {releases}{extra}."
@@ -143,13 +145,152 @@ DEBLURDIFF = Method(
     name="DeblurDiff", find_models=_deblurdiff_find, load=_deblurdiff_load, run=_deblurdiff_run,
     steps=_deblurdiff_steps, bytes_per_pixel=12_000, default_seed=231,
     alternative="or one .safetensors made by tools/convert_deblurdiff.py",
-    auto_dtype=lambda device: torch.float16 if device.type in ("cuda", "mps") else torch.float32,
+    auto_dtype=runtime.half_on_gpus,
     weights=[
         {"name": "DeblurDiff", "folder": "DeblurDiff", "files": ["model.pth"],
          "url": "https://drive.google.com/drive/folders/1CUtnUKbu_zTyjJ17F95UYyh2SDzCOHeW?usp=drive_link"},
     ])
 
-METHODS: list[Method] = [HIDIFF, DEBLURDIFF]
+
+# --- the Stable Diffusion bases of FideDiff and OSDD ------------------------------------------------
+# Their model file (models/deblur/FideDiff/…, models/deblur/OSDD/…) records the file or folder name of the
+# SD 2.1 base it was trained on (``base_name``, as tools/train_fidediff.py and tools/train_osdd.py write
+# it); the base is the file or folder of that name in the host's checkpoints / diffusers folders (or
+# DeblurDiff's model.pth), and the method's loader checks its fingerprint.
+
+def _recorded_bases(method_name: str, path: str) -> list[str]:
+    from .common.checkpoint import read_metadata
+    from .sd21.base_files import KINDS, base_roots, choices_named, resolve_base
+
+    metadata = read_metadata(path)
+    name = metadata.get("base_name", "")
+    choices = choices_named(name) if name else []
+    if not choices:
+        folders = [root for kind in KINDS for root in base_roots(kind)] or ["the host's checkpoints folder"]
+        wanted = f"its base {name[:200]!r}" if name else "its base (the file does not record the base's file name)"
+        raise FileNotFoundError(
+            f"{method_name}: {path} runs on the Stable Diffusion 2.1 model it was trained on "
+            f"(fingerprint {metadata.get('base_fingerprint', '?')[:64]}), but {wanted} is not in {', '.join(folders)}. "
+            "Put that file there under that name (stabilityai/stable-diffusion-2-1-base, v2-1_512-ema-pruned.safetensors, "
+            "for weights trained on it).")
+    return [resolve_base(choice) for choice in choices]
+
+
+def _load_on_recorded_base(method_name: str, path: str, load_on: Callable[[str], torch.nn.Module]) -> torch.nn.Module:
+    """``load_on(base_path)`` on the first base of the recorded name whose fingerprint fits (the loader
+    raises CheckpointError for the others)."""
+    from .common.checkpoint import CheckpointError
+
+    refused = []
+    for base in _recorded_bases(method_name, path):
+        try:
+            return load_on(base)
+        except CheckpointError as error:
+            refused.append(error)
+    raise refused[0]
+
+
+def _no_release_help(method_name: str, folder: str, tool: str, doc: str, model_word: str) -> str:
+    """``Method.alternative`` for a method without released weights: how to make them, where they go."""
+    return (f"There is no official {method_name} release: train {model_word} with {tool} ({doc}) and put it in "
+            f"models/deblur/{folder}/. It runs on the Stable Diffusion 2.1 base it was trained on "
+            "(v2-1_512-ema-pruned.safetensors), found by file name in the host's checkpoints folder "
+            "(ComfyUI models/checkpoints, WebUI models/Stable-diffusion).")
+
+
+# --- FideDiff ------------------------------------------------------------------------------------
+# The model name is the adapter (models/deblur/FideDiff/…); its base as above.
+
+def _fidediff_load(path, dtype):
+    from .fidediff import load_fidediff
+
+    return _load_on_recorded_base("FideDiff", path, lambda base: load_fidediff(base, path, dtype))
+
+
+def _fidediff_options(model, settings):
+    """Settings' tile (image pixels; 0 = whole image) → the pipeline's autoencoder and UNet tiles."""
+    from .fidediff.pipeline import DeblurOptions
+
+    tile = settings.tile_size * (2 if model.latent_downsample == 4 else 1)  # d = 4 encodes the image ×2
+    return DeblurOptions(latent_tile=max(16, tile // 64 * 8), vae_tile=max(128, tile)) if tile else \
+        DeblurOptions(latent_tile=0, vae_tile=0)
+
+
+def _fidediff_run(model, rgb, settings, device, on_step):
+    from .fidediff.pipeline import deblur
+
+    return deblur(model.to(device), rgb.to(device), _fidediff_options(model, settings), on_step)[0]
+
+
+def _fidediff_steps(model, height, width, settings):
+    from .fidediff.pipeline import STAGES
+
+    return STAGES
+
+
+def _fidediff_find(root):
+    from .fidediff import find_adapters
+
+    return find_adapters(root)
+
+
+FIDEDIFF = Method(
+    name="FideDiff", find_models=_fidediff_find, load=_fidediff_load, run=_fidediff_run, steps=_fidediff_steps,
+    bytes_per_pixel=16_000,  # the nodes' 4 000 per autoencoder pixel; d = 4 encodes the image ×2
+    default_seed=0,  # deterministic: one step, no noise; the seed is not used
+    auto_dtype=runtime.half_on_gpus, weights=[],
+    alternative=_no_release_help("FideDiff", "FideDiff", "tools/train_fidediff.py", "docs/fidediff.md", "an adapter"))
+
+
+# --- OSDD ----------------------------------------------------------------------------------------
+# The model name is OSDD's file (models/deblur/OSDD/…); its base as above. γ is the learnt gate's, per
+# image (the ComfyUI nodes also offer a fixed γ); one deterministic step, so the seed is not used.
+
+def _osdd_load(path, dtype):
+    from .osdd import load_osdd
+    from .sd21.base import load_base
+
+    return _load_on_recorded_base("OSDD", path, lambda base: load_osdd(path, load_base(base, dtype)))
+
+
+def _osdd_tiling(model, settings):
+    """Settings' tile (image pixels; 0 = whole image) → OSDD's tiling: whole UNet multiples, half overlap."""
+    from .osdd import Tiling
+
+    if not settings.tile_size:
+        return None
+    multiple, f = model.pad_multiple, model.evae.downsampling
+    tile = max(multiple, settings.tile_size // multiple * multiple)
+    return Tiling(tile, max(f, tile // 2 // f * f))
+
+
+def _osdd_run(model, rgb, settings, device, on_step):
+    from .osdd import deblur
+
+    out, gammas = deblur(model, rgb, "auto", device, _osdd_tiling(model, settings), on_step, runtime.check_interrupt,
+                         runtime.offload_device())
+    log.info("OSDD: γ %.3f (the gate's)", gammas[0])
+    return out
+
+
+def _osdd_steps(model, height, width, settings):
+    return 1  # osdd.deblur reports once per image
+
+
+def _osdd_find(root):
+    from .osdd import find_osdd_models
+
+    return find_osdd_models(root)
+
+
+OSDD = Method(
+    name="OSDD", find_models=_osdd_find, load=_osdd_load, run=_osdd_run, steps=_osdd_steps,
+    bytes_per_pixel=3_000,  # the OSDD nodes' figure (skips kept, one UNet pass)
+    default_seed=0,  # deterministic: one step, no noise; the seed is not used
+    auto_dtype=runtime.half_on_gpus, weights=[],
+    alternative=_no_release_help("OSDD", "OSDD", "tools/train_osdd.py", "docs/osdd.md", "one"))
+
+METHODS: list[Method] = [HIDIFF, DEBLURDIFF, FIDEDIFF, OSDD]
 
 
 # --- the one flow every method shares --------------------------------------------------------------
@@ -196,11 +337,7 @@ def check_settings(settings: Settings) -> None:
 
 
 def resolve_dtype(method: Method, precision: str, device: torch.device) -> torch.dtype:
-    dtype = PRECISIONS[precision] or method.auto_dtype(device)
-    if not runtime.supports_dtype(dtype, device):
-        log.warning("%s: %s is not supported on %s; using fp32", method.name, precision, device)
-        return torch.float32
-    return dtype
+    return runtime.choose_dtype(precision, method.name, device, method.auto_dtype)
 
 
 def smaller_tile(tile: int) -> int | None:

@@ -22,7 +22,6 @@ from .images import join_image, split_image
 log = logging.getLogger(__name__)
 
 CATEGORY = "deblur/DeblurDiff"
-PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NO_MODEL = "(no DeblurDiff model found: see README, weights)"
 SIZE_KEY = "deblurdiff_size"
 # Rough peak activation bytes per image pixel while sampling in fp32 (three UNets, windowed attention).
@@ -50,10 +49,6 @@ class DeblurDiffHandle:
 
 def list_models() -> list[str]:
     return methods.list_models(methods.DEBLURDIFF) or [NO_MODEL]
-
-
-def auto_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
 def _prepare(handle: DeblurDiffHandle, parts, height: int, width: int) -> torch.device:
@@ -90,7 +85,7 @@ class DeblurDiffLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (list_models(), {"tooltip": "The official release's model.pth (put it at models/deblur/DeblurDiff/model.pth) or a converted .safetensors."}),
-            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU. fp32 reproduces the official results exactly; fp16/bf16 halve memory and run faster on GPUs."}),
+            "precision": (list(host.PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU. fp32 reproduces the official results exactly; fp16/bf16 halve memory and run faster on GPUs."}),
         }}
 
     RETURN_TYPES = ("DEBLURDIFF_MODEL",)
@@ -103,11 +98,7 @@ class DeblurDiffLoader:
         if model_name == NO_MODEL:
             raise FileNotFoundError(f"No DeblurDiff model in {host.model_dirs() or 'models/deblur'}: download the official "
                                     "model.pth (GitHub kkkls/DeblurDiff, 'checkpoint') into models/deblur/DeblurDiff/. See the README.")
-        device = host.torch_device()
-        dtype = PRECISIONS[precision] or auto_dtype(device)
-        if not host.supports_dtype(dtype, device):
-            log.warning("DeblurDiff: %s is not supported on %s; using fp32", precision, device)
-            dtype = torch.float32
+        dtype = host.choose_dtype(precision, "DeblurDiff")
         model = load_deblurdiff(host.resolve_model(model_name), dtype)
         return (DeblurDiffHandle(model.to(host.offload_device()), model_name, dtype),)
 

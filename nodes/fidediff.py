@@ -24,7 +24,6 @@ from .sd_base import base_choices, resolve_base
 log = logging.getLogger(__name__)
 
 CATEGORY = "deblur/FideDiff"
-PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NO_BASE = "(none: put Stable Diffusion 2.1 in models/checkpoints; see README, FideDiff)"
 NO_ADAPTER = "(no FideDiff adapter found: see README, FideDiff)"
 SIZE_KEY, D_KEY = "fidediff_size", "fidediff_d"
@@ -106,7 +105,7 @@ class FideDiffLoader:
             "base": (base_choices() or [NO_BASE], {"tooltip": "SD 2.1 from models/checkpoints (single file), models/diffusers "
                                                                "(folder) or DeblurDiff's model.pth in models/deblur."}),
             "adapter": (list_adapters(), {"tooltip": "A FideDiff adapter .safetensors (tools/train_fidediff.py writes them)."}),
-            "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU."}),
+            "precision": (list(host.PRECISIONS), {"default": "auto", "tooltip": "auto = fp16 on CUDA and Apple GPUs, fp32 on the CPU."}),
             "check_base": ("BOOLEAN", {"default": True, "tooltip": "Refuse a base other than the one the adapter was trained on (its fingerprint). Off at your own risk."}),
         }}
 
@@ -123,11 +122,7 @@ class FideDiffLoader:
         if adapter == NO_ADAPTER:
             raise FileNotFoundError(f"No FideDiff adapter in {host.model_dirs() or 'models/deblur'}: train one with "
                                     "tools/train_fidediff.py and put it in models/deblur/FideDiff/. See the README.")
-        device = host.torch_device()
-        dtype = PRECISIONS[precision] or (torch.float16 if device.type in ("cuda", "mps") else torch.float32)
-        if not host.supports_dtype(dtype, device):
-            log.warning("FideDiff: %s is not supported on %s; using fp32", precision, device)
-            dtype = torch.float32
+        dtype = host.choose_dtype(precision, "FideDiff")
         model = load_fidediff(resolve_base(base), host.resolve_model(adapter), dtype, check_base=check_base)
         return (FideDiffHandle(model.to(host.offload_device()), adapter, dtype),)
 

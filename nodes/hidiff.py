@@ -18,7 +18,7 @@ from .images import join_image, split_image
 log = logging.getLogger(__name__)
 
 CATEGORY = "deblur/HI-Diff"
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = [p for p in host.PRECISIONS if p != "auto"]  # fp32 first: the official results
 NO_MODEL = "(no HI-Diff model found: see README, weights)"
 SEED = ("INT", {"default": 100, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Seed of the prior's starting noise. The official test uses 100."})
@@ -59,7 +59,7 @@ class HIDiffLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model_name": (list_models(), {"tooltip": "A folder of the official release (e.g. HI_Diff_GoPro) or a .safetensors made by the converter, under models/deblur/."}),
-            "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": "Precision of the restoration transformer. fp32 reproduces the official results; fp16/bf16 halve memory on GPUs that support them."}),
+            "precision": (PRECISIONS, {"default": "fp32", "tooltip": "Precision of the restoration transformer. fp32 reproduces the official results; fp16/bf16 halve memory on GPUs that support them."}),
         }}
 
     RETURN_TYPES = ("HIDIFF_MODEL",)
@@ -71,10 +71,7 @@ class HIDiffLoader:
     def load(self, model_name, precision="fp32"):
         if model_name == NO_MODEL:
             raise FileNotFoundError(f"No HI-Diff model in {host.model_dirs() or 'models/deblur'}: download an official release folder (e.g. HI_Diff_GoPro with net_g.pth, net_le_dm.pth, net_d.pth) into models/deblur/. See the README.")
-        dtype = PRECISIONS[precision]
-        if not host.supports_dtype(dtype):
-            log.warning("HI-Diff: %s is not supported on %s; using fp32", precision, host.torch_device())
-            dtype = torch.float32
+        dtype = host.choose_dtype(precision, "HI-Diff")
         path = DEFAULT_PATH if model_name == DEFAULT_NAME else host.resolve_model(model_name)
         model = load_hidiff(path).set_precision(dtype)
         return (HIDiffHandle(model.to(host.offload_device()), model_name, dtype),)

@@ -178,20 +178,8 @@ free_memory = runtime.free_memory
 oom_errors = runtime.oom_errors
 soft_empty_cache = runtime.soft_empty_cache
 
-PRECISIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def choose_dtype(precision: str, method: str) -> torch.dtype:
-    """A loader's precision choice: ``auto`` = fp16 on CUDA and Apple GPUs, fp32 on the CPU; a half type
-    the device cannot run falls back to fp32 with a warning."""
-    device = torch_device()
-    dtype = PRECISIONS[precision] or (torch.float16 if device.type in ("cuda", "mps") else torch.float32)
-    if not supports_dtype(dtype, device):
-        import logging
-
-        logging.getLogger(__name__).warning("%s: %s is not supported on %s; using fp32", method, precision, device)
-        dtype = torch.float32
-    return dtype
+PRECISIONS = runtime.PRECISIONS
+choose_dtype = runtime.choose_dtype
 
 
 def check_interrupt() -> None:

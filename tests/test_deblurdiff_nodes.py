@@ -38,7 +38,7 @@ def test_loader_reports_a_missing_model(models_dir):
 
 
 def test_auto_precision_is_fp32_on_cpu(handle):
-    assert handle.dtype == torch.float32 and nodes.auto_dtype(torch.device("cuda")) == torch.float16
+    assert handle.dtype == torch.float32 and host.choose_dtype("auto", "DeblurDiff", torch.device("cpu")) == torch.float32 and pack_module("models.common.runtime").half_on_gpus(torch.device("cuda")) == torch.float16
 
 
 def test_sampler_keeps_alpha_and_grey(handle):

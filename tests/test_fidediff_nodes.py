@@ -114,7 +114,7 @@ def test_kernel_input_from_a_grid(handle):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_half_precision_is_close_to_fp32(handle, precision):
     (half,) = nodes.FideDiffLoader().load(BASE, "FideDiff/tiny_d4.safetensors", precision)
-    assert half.dtype == nodes.PRECISIONS[precision] and half.model.unet.conv_in.weight.dtype == half.dtype
+    assert half.dtype == host.PRECISIONS[precision] and half.model.unet.conv_in.weight.dtype == half.dtype
     image = torch.rand(1, 24, 20, 3, generator=torch.Generator().manual_seed(2))
     (reference,) = nodes.FideDiffDeblur().deblur(handle, image, timestep=150.0)
     (out,) = nodes.FideDiffDeblur().deblur(half, image, timestep=150.0)

@@ -59,7 +59,7 @@ def test_half_precision_stays_close_to_fp32(models_dir, precision):
     image = torch.rand(1, 24, 24, 3, generator=torch.Generator().manual_seed(0))
     (full,) = nodes.HIDiffLoader().load("HI_Diff_GoPro", "fp32")
     (half,) = nodes.HIDiffLoader().load("HI_Diff_GoPro", precision)
-    assert half.model.restore_dtype == nodes.PRECISIONS[precision]
+    assert half.model.restore_dtype == host.PRECISIONS[precision]
     assert half.model.net_d.time_mlp.dtype == torch.float32  # the prior stays fp32
     (a,) = nodes.HIDiffDeblur().deblur(full, image, 1)
     (b,) = nodes.HIDiffDeblur().deblur(half, image, 1)

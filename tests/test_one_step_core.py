@@ -54,8 +54,9 @@ def test_zero_up_lora_is_the_base_exactly():
 def test_merged_equals_unmerged_and_two_adapters_add():
     unet, inputs = tiny_unet(), unet_inputs()
     base = run(unet, inputs)
-    lora.inject_lora(unet, "a", rank=4, alpha=8)
-    lora.inject_lora(unet, "b", rank=2)
+    wrapped = lora.inject_lora(unet, "a", rank=4, alpha=8)
+    assert lora.inject_lora(unet, "b", rank=2) == wrapped  # a second adapter goes on the same layers
+    assert all(set(layer.adapters) == {"a", "b"} for layer in lora.lora_layers(unet).values())
     randomize_up(unet, "a", 3)
     randomize_up(unet, "b", 4)
     lora.set_scale(unet, "a", 0.7)

@@ -10,6 +10,7 @@ functions here and never learns which host it is in.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
@@ -103,6 +104,26 @@ def output_device() -> torch.device:
 
 def supports_dtype(dtype: torch.dtype, device: torch.device | None = None) -> bool:
     return _host.supports_dtype(dtype, device or torch_device())
+
+
+PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def half_on_gpus(device: torch.device) -> torch.dtype:
+    """``auto`` precision of the SD-based methods: fp16 on CUDA and Apple GPUs, fp32 on the CPU."""
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def choose_dtype(precision: str, method: str, device: torch.device | None = None,
+                 auto: Callable[[torch.device], torch.dtype] = half_on_gpus) -> torch.dtype:
+    """A user's precision choice (a key of :data:`PRECISIONS`) as a dtype on ``device``; a half type the
+    device cannot run falls back to fp32 with a warning naming ``method``."""
+    device = device or torch_device()
+    dtype = PRECISIONS[precision] or auto(device)
+    if not supports_dtype(dtype, device):
+        logging.getLogger(__name__).warning("%s: %s is not supported on %s; using fp32", method, precision, device)
+        return torch.float32
+    return dtype
 
 
 def free_memory(bytes_needed: int, device: torch.device) -> None:

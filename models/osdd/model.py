@@ -31,18 +31,6 @@ VAE_ADAPTER = "osdd"
 DEFAULT_PROMPT = "A high-resolution, 8K, ultra-realistic image with sharp focus, vibrant colors, and natural lighting"
 
 
-def inject_second_adapter(unet: nn.Module, first: str, second: str, rank: int) -> None:
-    """Both adapters on the same layers. Work-around: the core's ``inject_lora`` skips layers already
-    wrapped, so a second call adds nothing (reported in /work/coord/osdd.md); the second adapter is
-    added to the wrappers the first created, initialised as ``inject_lora`` does (zero up)."""
-    inject_lora(unet, first, rank)
-    for layer in lora_layers(unet).values():
-        if first in layer.adapters and second not in layer.adapters:
-            adapter = layer.add(second, rank, rank)
-            nn.init.kaiming_uniform_(adapter.down.weight, a=5 ** 0.5)
-            nn.init.zeros_(adapter.up.weight)
-
-
 @dataclass
 class OSDDConfig:
     timestep: float = 999.0  # OSEDiff's convention: the blurry latent is read as z_999
@@ -88,7 +76,8 @@ class OSDD(NamedParts, nn.Module):
         evae = EVAE(base.vae)
         if vae_rank:
             inject_lora(evae.vae.encoder, VAE_ADAPTER, vae_rank, targets=VAE_TARGETS)
-        inject_second_adapter(base.unet, *ADAPTERS, unet_rank)
+        for adapter in ADAPTERS:  # both on the same layers
+            inject_lora(base.unet, adapter, unet_rank)
         gate = DDAGate(evae.skips[-1].skip_conv.in_channels, config.gate_hidden)
         text = TextEmbedding(base.unet_config.context_dim, init=text_init)
         return cls(base, evae, gate, text, config).to(base.vae.dtype)

@@ -139,8 +139,8 @@ def inject_lora(model: nn.Module, name: str, rank: int, alpha: float | None = No
     Returns the wrapped module names."""
     targets = tuple(targets)
     found = [n for n, m in model.named_modules()
-             if isinstance(m, (nn.Linear, nn.Conv2d)) and not n.endswith((".base", ".down", ".up")) and ".adapters." not in n
-             and _matches(n, targets)]
+             if (isinstance(m, LoRALayer) or (isinstance(m, (nn.Linear, nn.Conv2d)) and not n.endswith((".base", ".down", ".up"))))
+             and ".adapters." not in n and _matches(n, targets)]  # wrapped layers take a further adapter
     for module_name in found:
         adapter = _wrap(model, module_name).add(name, rank, rank if alpha is None else alpha, scale)
         nn.init.kaiming_uniform_(adapter.down.weight, a=5 ** 0.5)
