@@ -12,6 +12,8 @@ from conftest import ROOT, pack_module
 from tiny_deblurdiff import single_thread  # noqa: F401  (autouse fixture)
 from tiny_sd import write_single_file
 
+pytest.importorskip("accelerate")  # .ci/run installs the training extra (peft, accelerate)
+
 training = pack_module("models.osdd.training")
 osdd = pack_module("models.osdd")
 datasets = pack_module("models.blur.datasets")
