@@ -152,40 +152,59 @@ DEBLURDIFF = Method(
     ])
 
 
-# --- FideDiff ------------------------------------------------------------------------------------
-# The model name is the adapter (models/deblur/FideDiff/…). Its Stable Diffusion base is the file or
-# folder of the name the adapter recorded (``base_name``, as tools/train_fidediff.py writes it) in the
-# host's checkpoints / diffusers folders (or DeblurDiff's model.pth), and the adapter checks its fingerprint.
+# --- the Stable Diffusion bases of FideDiff and OSDD ------------------------------------------------
+# Their model file (models/deblur/FideDiff/…, models/deblur/OSDD/…) records the file or folder name of the
+# SD 2.1 base it was trained on (``base_name``, as tools/train_fidediff.py and tools/train_osdd.py write
+# it); the base is the file or folder of that name in the host's checkpoints / diffusers folders (or
+# DeblurDiff's model.pth), and the method's loader checks its fingerprint.
 
-def _fidediff_bases(adapter_path: str) -> list[str]:
+def _recorded_bases(method_name: str, path: str) -> list[str]:
     from .common.checkpoint import read_metadata
     from .sd21.base_files import KINDS, base_roots, choices_named, resolve_base
 
-    metadata = read_metadata(adapter_path)
+    metadata = read_metadata(path)
     name = metadata.get("base_name", "")
     choices = choices_named(name) if name else []
     if not choices:
         folders = [root for kind in KINDS for root in base_roots(kind)] or ["the host's checkpoints folder"]
-        wanted = f"its base {name[:200]!r}" if name else "its base (the adapter does not record the file name)"
+        wanted = f"its base {name[:200]!r}" if name else "its base (the file does not record the base's file name)"
         raise FileNotFoundError(
-            f"FideDiff: {adapter_path} runs on the Stable Diffusion 2.1 model it was trained on "
+            f"{method_name}: {path} runs on the Stable Diffusion 2.1 model it was trained on "
             f"(fingerprint {metadata.get('base_fingerprint', '?')[:64]}), but {wanted} is not in {', '.join(folders)}. "
             "Put that file there under that name (stabilityai/stable-diffusion-2-1-base, v2-1_512-ema-pruned.safetensors, "
-            "for adapters trained on it).")
+            "for weights trained on it).")
     return [resolve_base(choice) for choice in choices]
 
 
-def _fidediff_load(path, dtype):
+def _load_on_recorded_base(method_name: str, path: str, load_on: Callable[[str], torch.nn.Module]) -> torch.nn.Module:
+    """``load_on(base_path)`` on the first base of the recorded name whose fingerprint fits (the loader
+    raises CheckpointError for the others)."""
     from .common.checkpoint import CheckpointError
-    from .fidediff import load_fidediff
 
     refused = []
-    for base in _fidediff_bases(path):  # several files of that name: the first whose fingerprint fits
+    for base in _recorded_bases(method_name, path):
         try:
-            return load_fidediff(base, path, dtype)
+            return load_on(base)
         except CheckpointError as error:
             refused.append(error)
     raise refused[0]
+
+
+def _no_release_help(method_name: str, folder: str, tool: str, doc: str, model_word: str) -> str:
+    """``Method.alternative`` for a method without released weights: how to make them, where they go."""
+    return (f"There is no official {method_name} release: train {model_word} with {tool} ({doc}) and put it in "
+            f"models/deblur/{folder}/. It runs on the Stable Diffusion 2.1 base it was trained on "
+            "(v2-1_512-ema-pruned.safetensors), found by file name in the host's checkpoints folder "
+            "(ComfyUI models/checkpoints, WebUI models/Stable-diffusion).")
+
+
+# --- FideDiff ------------------------------------------------------------------------------------
+# The model name is the adapter (models/deblur/FideDiff/…); its base as above.
+
+def _fidediff_load(path, dtype):
+    from .fidediff import load_fidediff
+
+    return _load_on_recorded_base("FideDiff", path, lambda base: load_fidediff(base, path, dtype))
 
 
 def _fidediff_options(model, settings):
@@ -220,12 +239,58 @@ FIDEDIFF = Method(
     bytes_per_pixel=16_000,  # the nodes' 4 000 per autoencoder pixel; d = 4 encodes the image ×2
     default_seed=0,  # deterministic: one step, no noise; the seed is not used
     auto_dtype=runtime.half_on_gpus, weights=[],
-    alternative="There is no official FideDiff release: train an adapter with tools/train_fidediff.py (docs/fidediff.md) "
-                "and put it in models/deblur/FideDiff/. It runs on the Stable Diffusion 2.1 base it was trained on "
-                "(v2-1_512-ema-pruned.safetensors), found by file name in the host's checkpoints folder "
-                "(ComfyUI models/checkpoints, WebUI models/Stable-diffusion).")
+    alternative=_no_release_help("FideDiff", "FideDiff", "tools/train_fidediff.py", "docs/fidediff.md", "an adapter"))
 
-METHODS: list[Method] = [HIDIFF, DEBLURDIFF, FIDEDIFF]
+
+# --- OSDD ----------------------------------------------------------------------------------------
+# The model name is OSDD's file (models/deblur/OSDD/…); its base as above. γ is the learnt gate's, per
+# image (the ComfyUI nodes also offer a fixed γ); one deterministic step, so the seed is not used.
+
+def _osdd_load(path, dtype):
+    from .osdd import load_osdd
+    from .sd21.base import load_base
+
+    return _load_on_recorded_base("OSDD", path, lambda base: load_osdd(path, load_base(base, dtype)))
+
+
+def _osdd_tiling(model, settings):
+    """Settings' tile (image pixels; 0 = whole image) → OSDD's tiling: whole UNet multiples, half overlap."""
+    from .osdd import Tiling
+
+    if not settings.tile_size:
+        return None
+    multiple, f = model.pad_multiple, model.evae.downsampling
+    tile = max(multiple, settings.tile_size // multiple * multiple)
+    return Tiling(tile, max(f, tile // 2 // f * f))
+
+
+def _osdd_run(model, rgb, settings, device, on_step):
+    from .osdd import deblur
+
+    out, gammas = deblur(model, rgb, "auto", device, _osdd_tiling(model, settings), on_step, runtime.check_interrupt,
+                         runtime.offload_device())
+    log.info("OSDD: γ %.3f (the gate's)", gammas[0])
+    return out
+
+
+def _osdd_steps(model, height, width, settings):
+    return 1  # osdd.deblur reports once per image
+
+
+def _osdd_find(root):
+    from .osdd import find_osdd_models
+
+    return find_osdd_models(root)
+
+
+OSDD = Method(
+    name="OSDD", find_models=_osdd_find, load=_osdd_load, run=_osdd_run, steps=_osdd_steps,
+    bytes_per_pixel=3_000,  # the OSDD nodes' figure (skips kept, one UNet pass)
+    default_seed=0,  # deterministic: one step, no noise; the seed is not used
+    auto_dtype=runtime.half_on_gpus, weights=[],
+    alternative=_no_release_help("OSDD", "OSDD", "tools/train_osdd.py", "docs/osdd.md", "one"))
+
+METHODS: list[Method] = [HIDIFF, DEBLURDIFF, FIDEDIFF, OSDD]
 
 
 # --- the one flow every method shares --------------------------------------------------------------

@@ -12,6 +12,8 @@ from conftest import ROOT, pack_module
 from tiny_deblurdiff import single_thread  # noqa: F401  (autouse fixture)
 from tiny_sd import write_single_file
 
+pytest.importorskip("accelerate")  # .ci/run installs the training extra (peft, accelerate)
+
 training = pack_module("models.osdd.training")
 osdd = pack_module("models.osdd")
 datasets = pack_module("models.blur.datasets")
@@ -104,6 +106,8 @@ def test_command_line_chains_the_stages_into_a_loadable_file(setup, monkeypatch)
     for stage in ("evae", "synthetic", "gate"):
         assert train_osdd.main(["--stage", stage, "--sharp", str(sharp)] + common) == 0
     path = run / "osdd.safetensors"
+    metadata = pack_module("models.common.checkpoint").read_metadata(str(path))
+    assert metadata["base_name"] == "base.safetensors"  # how the method registry finds the base
     model = osdd.load_osdd(str(path), pack_module("models.sd21").load_base(base))
     out, gammas = osdd.deblur(model, torch.rand(1, 3, 32, 32), "auto", torch.device("cpu"))
     assert out.shape == (1, 3, 32, 32) and 0 < gammas[0] < 1

@@ -144,7 +144,6 @@ class OSDDTrainer(TrainingLoop):
         self.accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=cpu)
         torch.manual_seed(c.seed)
         base = load_base(base_path, with_text=previous is None)  # the first stage seeds the prompt embedding
-        self.base_name = base.source
         model = OSDD.fresh(base, OSDDConfig(), c.unet_rank, c.vae_rank, _prompt_embedding(base))
         base.text_encoder = None
         if previous:

@@ -9,7 +9,8 @@ Keys (diffusers module names; LoRAs in the core's pack layout, :mod:`..sd21.lora
 * ``gate.net.{0,2}.{weight,bias}`` — the γ gate; ``text.embedding`` — the stored prompt embedding.
 
 Metadata: ``method`` = ``osdd``, ``format_version``, ``config`` (JSON of :class:`OSDDConfig`),
-``base_fingerprint`` (:func:`..sd21.base.base_fingerprint` of the base it was trained on), ``source``.
+``base_fingerprint`` (:func:`..sd21.base.base_fingerprint` of the base it was trained on), ``base_name`` (its
+file or folder name, by which the method registry finds it among the host's bases), ``source``.
 Sizes (ranks, gate width, skip widths) come from the shapes and must fit the base's.
 """
 from __future__ import annotations
@@ -51,7 +52,8 @@ def save_osdd(model: OSDD, path: str, source: str = "", dtype: torch.dtype = tor
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() and v.ndim else torch.float32).contiguous()
                for k, v in osdd_state(model).items()}
     metadata = {"method": METHOD, "format_version": FORMAT_VERSION, "config": model.config.to_json(),
-                "base_fingerprint": model.fingerprint, "base": os.path.basename(model.base_source), "source": source}
+                "base_fingerprint": model.fingerprint, "base_name": os.path.basename(os.path.normpath(model.base_source)),
+                "source": source}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(tensors, path, metadata=metadata)
 
@@ -88,7 +90,7 @@ def load_osdd(path: str, base: SDBase, check_base: bool = True) -> OSDD:
     trained_on = metadata.get("base_fingerprint", "")
     if check_base and trained_on and trained_on != base.fingerprint:
         raise CheckpointError(path, f"was trained on another base (fingerprint {trained_on}, "
-                                    f"{metadata.get('base') or 'name unknown'}) than {base.source} ({base.fingerprint})")
+                                    f"{metadata.get('base_name') or 'name unknown'}) than {base.source} ({base.fingerprint})")
     dtype = base.vae.dtype
     evae = EVAE(base.vae)
     load_strict(evae.skips, sub_state(state, "skips."), f"{path} [eVAE skips for {base.source}]")

@@ -309,7 +309,7 @@ def test_webui_interrupt_reaches_inside_the_restoration_pass(fake_webui, monkeyp
 # --- FideDiff: an adapter in models/deblur/FideDiff, its SD 2.1 base in the WebUI's models/Stable-diffusion ---
 
 def test_fidediff_is_a_choice_that_says_how_to_get_weights(models_dir):
-    assert adapter.method_names()[:3] == ["HI-Diff", "DeblurDiff", "FideDiff"]
+    assert adapter.method_names() == ["HI-Diff", "DeblurDiff", "FideDiff", "OSDD"]
     entry = {m["name"]: m for m in adapter.models_listing()["methods"]}["FideDiff"]
     assert entry["models"] == [] and entry["default_model"] is None and entry["weights"] == []
     assert "no official FideDiff release" in entry["missing_weights"] and "tools/train_fidediff.py" in entry["missing_weights"]
@@ -332,4 +332,40 @@ def test_extras_step_runs_fidediff_on_the_webui_base_and_names_a_missing_one(ext
     assert pp.info["Deblur method"] == "FideDiff" and pp.info["Deblur model"] == "FideDiff/tiny_d8.safetensors"
     os.remove(base)
     status, body = adapter.handle_deblur({"image": _png(photo), "method": "FideDiff"})
+    assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]
+
+
+# --- OSDD: its file in models/deblur/OSDD, its SD 2.1 base in the WebUI's models/Stable-diffusion ---
+
+def test_osdd_is_a_choice_that_says_how_to_get_weights(models_dir):
+    assert "OSDD" in adapter.method_names()
+    entry = {m["name"]: m for m in adapter.models_listing()["methods"]}["OSDD"]
+    assert entry["models"] == [] and entry["default_model"] is None and entry["weights"] == []
+    assert "no official OSDD release" in entry["missing_weights"] and "models/deblur/OSDD/" in entry["missing_weights"]
+    with pytest.raises(adapter.RequestError, match="train one with tools/train_osdd.py") as caught:
+        adapter.parse_request("OSDD")
+    assert caught.value.status == 404
+
+
+def test_extras_step_and_route_run_osdd_on_the_webui_base_and_name_a_missing_one(extras_step, fake_webui):
+    from tiny_osdd import write_tiny_osdd
+    from tiny_sd import write_single_file
+
+    base = write_single_file(fake_webui.models.parent / "Stable-diffusion" / "v2-1_512-ema-pruned.safetensors")
+    weights = write_tiny_osdd(fake_webui.models / "OSDD" / "tiny_osdd.safetensors", base)
+    assert pack_module("webui.extras_step")._choices("OSDD") == ["OSDD/tiny_osdd.safetensors"]
+    photo = _photo()
+    pp = _pp(photo)
+    extras_step.step.process(pp, enable=True, method="OSDD", model="", seed=None, tile_size=0, precision="auto")
+    assert pp.info == {"Deblur method": "OSDD", "Deblur model": "OSDD/tiny_osdd.safetensors", "Deblur seed": 0,
+                       "Deblur tile size": 0, "Deblur precision": "fp32"}
+    osdd, sd21 = pack_module("models.osdd"), pack_module("models.sd21")
+    rgb, _ = adapter.to_tensor(photo)
+    direct, _ = osdd.deblur(osdd.load_osdd(weights, sd21.load_base(base)), rgb, "auto", torch.device("cpu"))
+    assert np.array_equal(np.asarray(pp.image), np.asarray(adapter.to_pil(direct, None, False)))
+    assert not np.array_equal(np.asarray(pp.image), np.asarray(photo))
+    status, body = adapter.handle_deblur({"image": _png(photo), "method": "OSDD"})
+    assert status == 200 and body["info"]["method"] == "OSDD"
+    os.remove(base)
+    status, body = adapter.handle_deblur({"image": _png(photo), "method": "OSDD"})
     assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]

@@ -137,3 +137,35 @@ def test_fidediff_runs_through_the_route_on_the_webuis_sd_base(webui):
     os.remove(base)
     status, body = webui.post("/deblur/v1/deblur", {"image": encoded, "method": "FideDiff"})
     assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]
+
+
+def test_osdd_runs_through_the_route_on_the_webuis_sd_base(webui):
+    """OSDD's file in models/deblur/OSDD and the SD 2.1 base it recorded in models/Stable-diffusion; γ is the
+    gate's, as in the pack's pipeline called directly."""
+    from tiny_osdd import write_tiny_osdd
+    from tiny_sd import write_single_file
+
+    base = write_single_file(webui.models_dir / "Stable-diffusion" / "v2-1_512-ema-pruned.safetensors")
+    weights = write_tiny_osdd(webui.models_dir / "deblur" / "OSDD" / "tiny_osdd.safetensors", base)
+    listing = {m["name"]: m for m in webui.get("/deblur/v1/models")["methods"]}["OSDD"]
+    assert listing["models"] == ["OSDD/tiny_osdd.safetensors"] and listing["default_seed"] == 0
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    status, body = webui.post("/deblur/v1/deblur", {"image": encoded, "method": "OSDD"})
+    assert status == 200, body
+    assert body["info"] == {"method": "OSDD", "model": "OSDD/tiny_osdd.safetensors", "seed": 0, "tile_size": 0,
+                            "precision": "fp32"}
+    with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as picture:
+        got = np.asarray(picture.convert("RGB")).astype(int)
+    osdd, sd21 = pack_module("models.osdd"), pack_module("models.sd21")
+    rgb = torch.from_numpy(np.asarray(photo, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    direct, _ = osdd.deblur(osdd.load_osdd(weights, sd21.load_base(base)), rgb, "auto", torch.device("cpu"))
+    expected = (direct[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(int)
+    difference = np.abs(got - expected)
+    print(f"OSDD route vs pack: max {difference.max()} levels, {np.mean(difference > 0) * 100:.3f}% of values differ")
+    assert got.shape == expected.shape and difference.max() <= 1 and not np.array_equal(got, np.asarray(photo))
+    os.remove(base)
+    status, body = webui.post("/deblur/v1/deblur", {"image": encoded, "method": "OSDD"})
+    assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]
