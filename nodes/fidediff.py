@@ -19,7 +19,7 @@ from ..models.fidediff import FideDiff, find_adapters, fit_kernel_size, kernel_i
 from ..models.fidediff.pipeline import STAGES, DeblurOptions, deblur, resolve_timestep
 from . import host
 from .images import join_image, split_image
-from .sd_base import base_choices, resolve_base
+from ..models.sd21.base_files import base_choices, resolve_base
 
 log = logging.getLogger(__name__)
 

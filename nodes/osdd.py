@@ -17,7 +17,7 @@ from ..models.osdd import OSDD, Skips, Tiling, deblur, find_osdd_models, load_os
 from ..models.sd21.base import load_base
 from . import host
 from .images import SplitImage, join_image, split_image
-from .sd_base import base_choices, resolve_base
+from ..models.sd21.base_files import base_choices, resolve_base
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ BASE = "checkpoints/v2-1_512-ema-pruned.safetensors"
 def handle(models_dir):
     base = write_single_file(models_dir.parent / "checkpoints" / "v2-1_512-ema-pruned.safetensors")
     write_adapter(models_dir / "FideDiff" / "tiny_d4.safetensors", base, 4)
-    assert BASE in pack_module("nodes.sd_base").base_choices()  # found beside models/deblur, as in ComfyUI
+    assert BASE in pack_module("models.sd21.base_files").base_choices()  # found beside models/deblur, as in ComfyUI
     assert nodes.list_adapters() == ["FideDiff/tiny_d4.safetensors"]
     (loaded,) = nodes.FideDiffLoader().load(BASE, "FideDiff/tiny_d4.safetensors", "auto")
     return loaded

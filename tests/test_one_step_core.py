@@ -213,17 +213,17 @@ def test_bad_base_files_are_named(tmp_path):
 
 
 def test_base_choices_from_host_folders(tmp_path, monkeypatch, models_dir):
-    sd_base = pack_module("nodes.sd_base")
+    base_files = pack_module("models.sd21.base_files")
     write_single_file(tmp_path / "checkpoints" / "sd21.safetensors")
     write_diffusers_folder(tmp_path / "diffusers" / "sd21-base")
     write_model(models_dir / "DeblurDiff" / "model.pth", micro_state(0))
     monkeypatch.setenv("COMFYUI_DEBLUR_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("COMFYUI_DEBLUR_DIFFUSERS", str(tmp_path / "diffusers"))
-    choices = sd_base.base_choices()
+    choices = base_files.base_choices()
     assert choices == ["checkpoints/sd21.safetensors", "diffusers/sd21-base", "deblur/DeblurDiff/model.pth"]
-    assert sd_base.resolve_base(choices[1]) == str(tmp_path / "diffusers" / "sd21-base")
+    assert base_files.resolve_base(choices[1]) == str(tmp_path / "diffusers" / "sd21-base")
     with pytest.raises(FileNotFoundError):
-        sd_base.resolve_base("checkpoints/../diffusers/sd21-base")
+        base_files.resolve_base("checkpoints/../diffusers/sd21-base")
 
 
 def test_latent_discriminator_and_losses():

@@ -20,7 +20,7 @@ def handle(models_dir, monkeypatch):
     checkpoints = models_dir.parent / "checkpoints"
     monkeypatch.setenv("COMFYUI_DEBLUR_CHECKPOINTS", str(checkpoints))
     write_tiny_osdd(models_dir / WEIGHTS, checkpoints / BASE.split("/")[1])
-    assert BASE in pack_module("nodes.sd_base").base_choices()
+    assert BASE in pack_module("models.sd21.base_files").base_choices()
     assert nodes.list_weights() == [WEIGHTS]
     (loaded,) = nodes.OSDDLoader().load(BASE, WEIGHTS, "auto")
     return loaded
