@@ -18,17 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sd21 import OneStepSchedule, SDBase, TextEmbedding, one_step, tiled_prediction
+from ..sd21.tiles import needs_tiles
 from .kcn import KernelControlNet
 
 LATENT_DOWNSAMPLES = (4, 8)
 DEFAULT_TIMESTEP = 200.0  # the paper's best constant t (11 GoPro frames) when no estimate is at hand
 MAX_TIMESTEP = 400.0
-
-
-def needs_tiles(height: int, width: int, tile: int) -> bool:
-    """Tile only when the area exceeds one tile's: attention and activations grow with the area, and
-    overlapping tiles on a map barely larger than one tile would redo most of the work."""
-    return bool(tile) and height * width > tile * tile
 
 
 class FideDiff(nn.Module):

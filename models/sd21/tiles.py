@@ -24,6 +24,12 @@ def gaussian_weights(width: int, height: int) -> torch.Tensor:
     return torch.tensor(np.outer(py, px), dtype=torch.float32)
 
 
+def needs_tiles(height: int, width: int, tile: int) -> bool:
+    """Tile only when the area exceeds one tile's: attention and activations grow with the area, and
+    overlapping tiles on a map barely larger than one tile would redo most of the work."""
+    return bool(tile) and height * width > tile * tile
+
+
 def sliding_tiles(height: int, width: int, tile: int, stride: int) -> list[tuple[int, int, int, int]]:
     """``(top, bottom, left, right)`` of DiffBIR's sliding windows, row by row; a side shorter than the
     tile gets one tile of its own length."""
