@@ -18,7 +18,6 @@ precision: a device only changes how fast each part runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -44,10 +43,13 @@ def _timer(device):
 
 class Meter:
     """Runs the parts of one pipeline: times each (seconds), or with ``flops`` counts its TFLOPs on the
-    meta device. A part is measured once and multiplied by ``count`` (its tiles, or DeblurDiff's steps)."""
+    meta device. A part is measured once and multiplied by ``count`` (its tiles, or DeblurDiff's steps).
+    On a GPU each part runs once untimed first (kernel selection, lazy initialisation); on the CPU, where
+    one part takes minutes, it does not."""
 
     def __init__(self, device, flops: bool):
         self.flops, self.now, self.parts = flops, _timer(device), {}
+        self.warm_up = not flops and device.type not in ("cpu", "meta")
 
     def __call__(self, name: str, count: int, run):
         if self.flops:
@@ -57,6 +59,8 @@ class Meter:
                 result = run()
             self.parts[name] = (counter.get_total_flops() / 1e12, count)
         else:
+            if self.warm_up:
+                run()
             started = self.now()
             result = run()
             self.parts[name] = (self.now() - started, count)
@@ -71,11 +75,12 @@ class Meter:
                 "scaled": any(n > 1 for _, n in self.parts.values())}
 
 
-def _building(flops: bool):
-    """Where models are built: on the meta device for FLOP counts (instant, no memory)."""
+def _building(flops: bool, device):
+    """Where models are built: on the meta device for FLOP counts (instant, no memory), else on the device
+    that runs them (a GPU initialises SD-sized random weights in a blink; the CPU takes seconds)."""
     import torch
 
-    return torch.device("meta") if flops else contextlib.nullcontext()
+    return torch.device("meta") if flops else torch.device(device)
 
 
 def _tiles_of(tiles, height, width, tile):
@@ -104,7 +109,7 @@ def fidediff_case(size, d, device, dtype, flops=False) -> dict:
     padding = pack_module("models.common.padding")
     torch.manual_seed(0)
     config = _sd21_config()
-    with _building(flops):
+    with _building(flops, device):
         unet, vae = sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig())
         base = sd21.SDBase(unet, vae, config, sd21.VAEConfig(), "epsilon", "random", "random")
         kcn = fd.KernelControlNet.from_unet(unet, config, 19 * 19)
@@ -156,7 +161,7 @@ def osdd_case(size, device, dtype, flops=False) -> dict:
     padding = pack_module("models.common.padding")
     torch.manual_seed(0)
     config = _sd21_config()
-    with _building(flops):
+    with _building(flops, device):
         base = sd21.SDBase(sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig()), config, sd21.VAEConfig(),
                            "epsilon", "random", "random")
         model = osdd.OSDD.fresh(base)
@@ -205,7 +210,7 @@ def deblurdiff_case(size, device, dtype, steps=50, flops=False) -> dict:
     dd = pack_module("models.deblurdiff")
     pipeline = pack_module("models.deblurdiff.pipeline")
     torch.manual_seed(0)
-    with _building(flops):
+    with _building(flops, device):
         model = dd.DeblurDiff(full_config())
     model = model.to(device, dtype).eval().requires_grad_(False)
     meter, memory = Meter(device, flops), PeakMemory(device)
@@ -222,6 +227,8 @@ def deblurdiff_case(size, device, dtype, steps=50, flops=False) -> dict:
             meter("step", steps, lambda: model.predict(x, t, condition, text))
             meter("decode", 1, lambda: model.vae.decode(x))
     else:
+        if meter.warm_up:
+            dd.deblur(model, torch.rand(1, 3, height, width), dd.SamplingOptions(steps=1), 0, device)
         now, marks = meter.now, []
         started = now()
         dd.deblur(model, torch.rand(1, 3, height, width), dd.SamplingOptions(steps=1), 0, device,
