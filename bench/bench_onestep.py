@@ -127,10 +127,12 @@ def fidediff_case(size, d, device, dtype, flops=False) -> dict:
     memory.reset()
     with torch.inference_mode():
         meter("estimator", 1, lambda: model.estimator.estimate(image.to(dtype)))
-        vae_tiles = _tiles_of(tiles, vh // 8, vw // 8, VAE_TILE // 8)  # on the latent grid
+        vae_tiles = _tiles_of(tiles, vh // 8, vw // 8, VAE_TILE // 8)  # on the autoencoder's latent grid
         top, bottom, left, right = vae_tiles[0]
-        piece = torch.rand(1, 3, (bottom - top) * 8, (right - left) * 8, device=device, dtype=dtype)
-        meter("encode", len(vae_tiles), lambda: model.vae.encode(piece * 2 - 1))
+        up = 2 if d == 4 else 1  # the image region a tile covers (d = 4 upsamples it ×2 for the autoencoder)
+        piece = torch.rand(1, 3, (bottom - top) * 8 // up, (right - left) * 8 // up, device=device, dtype=dtype)
+        # the pipeline's own encode/decode: channels-last, the ×2 resampling at d = 4
+        meter("encode", len(vae_tiles), lambda: model.encode(piece, d))
         step_tiles = _tiles_of(tiles, lh, lw, LATENT_TILE)
         top, bottom, left, right = step_tiles[0]
         z = torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype)
@@ -141,7 +143,7 @@ def fidediff_case(size, d, device, dtype, flops=False) -> dict:
         meter("unet", len(step_tiles), lambda: sd21.one_step(model.unet, model.schedule, z, t, context, control))
         top, bottom, left, right = vae_tiles[0]
         meter("decode", len(vae_tiles),
-              lambda: model.vae.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype)))
+              lambda: model.decode(torch.randn(1, 4, bottom - top, right - left, device=device, dtype=dtype), d))
     return meter.row(method=f"FideDiff d={d}", size=f"{width}x{height}", latent=f"{lw}x{lh}",
                      evaluations=f"1 UNet + 1 KCN ({len(step_tiles)} tile{'s' if len(step_tiles) > 1 else ''})",
                      peak_mib=memory.peak_mib(), parameters=parameters)
