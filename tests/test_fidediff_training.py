@@ -98,7 +98,9 @@ def test_frame_folders_give_trajectories_around_a_middle_frame(tmp_path):
 
 
 def test_base_stage_lowers_its_loss_and_resumes_bit_identically(setup, tmp_path):
-    learning = fixed_batch(trainer(setup, tmp_path / "learning", steps=10, lr=1e-2))
+    # lr 1e-2 oscillated once diffusers/peft moved (0.42/0.21: the loss ended 1.5% above its start);
+    # 3e-3 over 20 steps falls by 14% and by 7% after 10 of them
+    learning = fixed_batch(trainer(setup, tmp_path / "learning", steps=20, lr=3e-3))
     before = image_loss(learning)
     learning.run()
     assert image_loss(learning) < 0.97 * before  # it learns
@@ -121,7 +123,9 @@ def test_base_stage_lowers_its_loss_and_resumes_bit_identically(setup, tmp_path)
 def test_control_stage_trains_kcn_and_t(setup, tmp_path):
     if not os.path.exists(setup["root"] / "base_adapter.safetensors"):
         pytest.skip("needs the base stage's adapter (run the module)")
-    run = fixed_batch(trainer(setup, tmp_path / "control", "control", steps=8, gan_weight=0.0, lr=1e-4,
+    # lr 1e-4 over 8 steps moved the image loss by under 1%, up or down with the library versions;
+    # 1e-3 over 16 lowers it by 3% (diffusers 0.42, peft 0.21)
+    run = fixed_batch(trainer(setup, tmp_path / "control", "control", steps=16, gan_weight=0.0, lr=1e-3,
                               estimate_share=0.0))
     before = {k: v.clone() for k, v in run.kcn.state_dict().items() if "controlnet_down_blocks" in k}
     start = image_loss(run)
