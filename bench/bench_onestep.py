@@ -12,8 +12,8 @@ what the tiled pipeline needs. Prints a Markdown table and where FideDiff's time
 
 ``--flops`` counts the networks' floating-point operations instead (torch's FlopCounterMode: matrix
 products, convolutions, attention), on the meta device: no weights, no time, the same parts and tiles.
-The work does not depend on the hardware, so its ratios bound what any device can reach at one
-precision: a device only changes how fast each part runs.
+The work does not depend on the hardware: its ratios are what a device reaches when it runs every part
+equally efficiently, and a device changes only how fast each part runs.
 """
 from __future__ import annotations
 
