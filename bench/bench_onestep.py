@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -90,11 +89,14 @@ def _tiles_of(tiles, height, width, tile):
     return [(0, height, 0, width)]
 
 
-def _sd21_config():
+def _random_sd21_base():
+    """An SD 2.1-sized base (UNet and autoencoder) with random weights, on the current default device."""
     from _pack import pack_module
 
     sd21 = pack_module("models.sd21")
-    return sd21.UNetConfig(4, 4, 320, (1, 2, 4, 4), 2, (True, True, True, False), (1, 1, 1, 1), 1024, True)
+    config = sd21.UNetConfig(4, 4, 320, (1, 2, 4, 4), 2, (True, True, True, False), (1, 1, 1, 1), 1024, True)
+    return sd21.SDBase(sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig()), config, sd21.VAEConfig(),
+                       "epsilon", "random", "random")
 
 
 def fidediff_case(size, d, device, dtype, flops=False) -> dict:
@@ -108,15 +110,13 @@ def fidediff_case(size, d, device, dtype, flops=False) -> dict:
     est = pack_module("models.fidediff.estimator_training")
     padding = pack_module("models.common.padding")
     torch.manual_seed(0)
-    config = _sd21_config()
     with _building(flops, device):
-        unet, vae = sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig())
-        base = sd21.SDBase(unet, vae, config, sd21.VAEConfig(), "epsilon", "random", "random")
-        kcn = fd.KernelControlNet.from_unet(unet, config, 19 * 19)
+        base = _random_sd21_base()
+        kcn = fd.KernelControlNet.from_unet(base.unet, base.unet_config, 19 * 19)
         model = fd.FideDiff(base, sd21.TextEmbedding(1024), kcn, est.build_estimator(), d)
     model = model.to(device, dtype).eval().requires_grad_(False)
     parameters = {name: sum(p.numel() for p in part.parameters()) for name, part in
-                  (("unet", unet), ("kcn", kcn), ("vae", vae), ("estimator", model.estimator))}
+                  (("unet", model.unet), ("kcn", kcn), ("vae", model.vae), ("estimator", model.estimator))}
     meter, memory = Meter(device, flops), PeakMemory(device)
     width, height = size
     image = torch.rand(1, 3, height, width, device=device)
@@ -156,17 +156,13 @@ def osdd_case(size, device, dtype, flops=False) -> dict:
     from _cli import PeakMemory
     from _pack import pack_module
 
-    sd21 = pack_module("models.sd21")
     osdd = pack_module("models.osdd")
     lora = pack_module("models.sd21.lora")
     tiles = pack_module("models.sd21.tiles")
     padding = pack_module("models.common.padding")
     torch.manual_seed(0)
-    config = _sd21_config()
     with _building(flops, device):
-        base = sd21.SDBase(sd21.build_unet(config), sd21.AutoencoderKL(sd21.VAEConfig()), config, sd21.VAEConfig(),
-                           "epsilon", "random", "random")
-        model = osdd.OSDD.fresh(base)
+        model = osdd.OSDD.fresh(_random_sd21_base())
         lora.merge_adapters(model.evae.vae)  # the encoder LoRA, as load_osdd merges it
         lora.unwrap_lora(model.evae.vae)
     model = model.to(device, dtype).eval().requires_grad_(False)
