@@ -9,25 +9,14 @@ along so the frontend can also show them on one common scale.
 from __future__ import annotations
 
 import base64
-import math
 
 import torch
 
+# The rule that picks the shown kernels is the preview picture's (Blur Kernel Preview draws the same cells).
+from ..models.blur.preview import MAX_CELLS, MAX_VALUES, cell_indices, shown_cells  # noqa: F401
+
 UI_KEY = "deblur_kernels"
 MAX_IMAGES = 4
-MAX_CELLS = 12
-MAX_VALUES = 1 << 16
-
-
-def shown_cells(grid: int, kernel_size: int, other_side: int) -> int:
-    """How many kernels to show along a side of ``grid`` cells (the same budget on both sides)."""
-    budget = max(1, int(math.sqrt(MAX_VALUES / (kernel_size * kernel_size))))
-    return max(1, min(grid, MAX_CELLS, budget))
-
-
-def cell_indices(grid: int, shown: int) -> torch.Tensor:
-    """Grid cells at the centres of ``shown`` equal parts of ``grid`` (all of them when equal)."""
-    return ((torch.arange(shown, dtype=torch.float64) + 0.5) * grid / shown).floor().long().clamp_(max=grid - 1)
 
 
 def kernel_ui(value: dict) -> dict:

@@ -2,6 +2,8 @@
 Images are ``[C, H, W]`` or ``[B, C, H, W]`` float tensors in 0..1 (C = 3); text is drawn with Pillow."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -65,12 +67,28 @@ def fit(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
                                            align_corners=False, antialias=True)[0].clamp(0, 1)
 
 
+# A composite of images of very different shapes (512x8 beside 1x512 at one height is 262156 px
+# wide) is scaled down as a whole to stay within these.
+MAX_COMPOSITE_SIDE = 16384
+MAX_COMPOSITE_PIXELS = 1 << 26  # 64 MP: 768 MB as float32 RGB
+
+
+def row_height(shapes: list[tuple[int, int]], gap: int = 4) -> int:
+    """The common height of a row of ``(h, w)`` images: the first one's, less where the row would
+    pass :data:`MAX_COMPOSITE_SIDE` on a side or :data:`MAX_COMPOSITE_PIXELS`."""
+    h = shapes[0][0]
+    width = sum(w * h / ih for ih, w in shapes) + gap * (len(shapes) - 1)
+    scale = min(1.0, MAX_COMPOSITE_SIDE / h, MAX_COMPOSITE_SIDE / width, math.sqrt(MAX_COMPOSITE_PIXELS / (h * width)))
+    return h if scale >= 1 else max(1, math.floor(h * scale))
+
+
 def side_by_side(images: list[torch.Tensor], labels: list[str] | None = None, gap: int = 4) -> torch.Tensor:
-    """``[3, H, W]`` images in a row (resized to the first one's height), labelled, on a dark ground."""
-    h = images[0].shape[-2]
+    """``[3, H, W]`` images in a row (resized to the first one's height, or to :func:`row_height`
+    where that would be too large), labelled, on a dark ground."""
+    h = row_height([tuple(image.shape[-2:]) for image in images], gap)
     row = []
     for i, image in enumerate(images):
-        w = max(1, round(image.shape[-1] * h / image.shape[-2]))
+        w = min(MAX_COMPOSITE_SIDE, max(1, round(image.shape[-1] * h / image.shape[-2])))
         tile = label(fit(image, h, w), labels[i] if labels else "")
         row.append(tile)
         if i + 1 < len(images) and gap:
