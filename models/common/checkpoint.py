@@ -7,6 +7,7 @@ stack trace from deep inside torch or pickle.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import struct
@@ -25,6 +26,10 @@ MAX_HEADER_BYTES = 16 * 2**20
 MAX_ZIP_DIRECTORY_BYTES = 16 * 2**20
 MAX_ZIP_ENTRIES = 200_000
 MAX_PICKLE_BYTES = 64 * 2**20
+MAX_DIMENSIONS = 8  # of one tensor
+# Bytes per element of each safetensors dtype (the format's own list).
+SAFETENSORS_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                          "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 
 
 class CheckpointError(ValueError):
@@ -89,15 +94,34 @@ def safetensors_header(path: str | os.PathLike) -> dict:
         raise CheckpointError(path, "not a readable safetensors file (its header is not JSON; corrupted?)") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "not a readable safetensors file (its header is not a table)")
-    ends = [entry.get("data_offsets", [0, 0])[1] for key, entry in header.items()
-            if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
-            and len(entry["data_offsets"]) == 2]
-    if any(not isinstance(end, int) for end in ends):
-        raise CheckpointError(path, "not a readable safetensors file (bad tensor offsets in its header)")
+    ends = [_checked_entry(path, key, entry) for key, entry in header.items() if key != "__metadata__"]
     if 8 + length + max(ends, default=0) > size:
         raise CheckpointError(path, "the file is truncated (an interrupted download?): its header describes "
                                     f"{8 + length + max(ends)} bytes, the file has {size}")
     return header
+
+
+def _checked_entry(path: str, key: str, entry) -> int:
+    """The end offset of one tensor of a header, after checking that its dtype is known, its shape
+    is a short list of sizes and its data span holds exactly the bytes the shape and dtype need."""
+    def bad(problem):
+        raise CheckpointError(path, f"the tensor {key[:120]!r} {problem}; the file is damaged or was not written by safetensors")
+
+    if not isinstance(entry, dict):
+        bad("has no description in the header")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_ITEM_BYTES:
+        bad(f"has an unknown dtype {str(dtype)[:20]!r}")
+    if not isinstance(shape, list) or len(shape) > MAX_DIMENSIONS or \
+            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        bad(f"has an unreadable shape {str(shape)[:60]}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or \
+            not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets) or not 0 <= offsets[0] <= offsets[1]:
+        bad("has bad data offsets")
+    needed = math.prod(shape) * SAFETENSORS_ITEM_BYTES[dtype]
+    if needed != offsets[1] - offsets[0]:
+        bad(f"is declared {dtype} {tuple(shape)} ({needed} bytes) but its data holds {offsets[1] - offsets[0]} bytes")
+    return offsets[1]
 
 
 def _not_safetensors(head: bytes, length: int, size: int) -> str:

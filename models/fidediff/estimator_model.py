@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
-from ..common.state_dict import count_indexed, load_strict, shape_of, sub_state
+from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict, safetensors_header
+from ..common.state_dict import build_checked, check_entries, check_size, count_indexed, load_strict, shape_of, sub_state
 from ..common.tiling import tile_count as tiles_covering, tiled_apply
 from .estimator import (LEVEL_MAX, LEVEL_STRIDE, BlurLevelRegressor, EstimatorConfig, KernelEstimator,
                         RegressorConfig, config_dict)
@@ -30,6 +30,14 @@ DEFAULT_PATH = os.path.join(DEFAULT_DIR, "fidediff_estimator_synthetic.safetenso
 DEFAULT_NAME = "(bundled) fidediff_estimator_synthetic"
 TILE = 512  # pixels; M sees one tile at a time above this (memory follows the tile)
 OVERLAP = 64
+# Bounds of the architecture a file's shapes may describe, far above the bundled model's (19x19
+# kernels, 8 basis kernels, widths 16..96, 4 levels of one block, T 64 wide and 3 deep).
+MAX_SIZE = 1 << 18  # any tensor dimension (the basis head makes basis x m² values)
+MAX_KERNEL = 65
+MAX_BASIS = 64
+MAX_WIDTH = 1024
+MAX_LEVELS = 8
+MAX_BLOCKS = 16
 
 
 def default_available() -> bool:
@@ -89,16 +97,10 @@ class BlurEstimator(nn.Module):
 
 def is_estimator_file(path: str) -> bool:
     """A ``.safetensors`` holding M and T (an estimator file or a FideDiff adapter); reads only the header."""
-    if not path.lower().endswith(".safetensors"):
+    if not path.lower().endswith(SAFETENSORS_SUFFIXES):
         return False
-    try:
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as handle:
-            keys = set(handle.keys())
-    except Exception:  # unreadable files are not listed; loading one by name reports why
-        return False
-    return "estimator.stem.weight" in keys and "regressor.inp.weight" in keys
+    header = safetensors_header(path)  # the pack's bounded reader; CheckpointError: skipped, with a log line
+    return "estimator.stem.weight" in header and "regressor.inp.weight" in header
 
 
 def find_estimator_models(root: str) -> list[str]:
@@ -147,8 +149,14 @@ def _estimator_config(state: dict, source: str) -> EstimatorConfig:
     size = math.isqrt(taps // basis) if taps % basis == 0 else 0
     if size * size * basis != taps or size % 2 == 0:
         raise CheckpointError(source, f"the basis head makes {taps} values for {basis} kernels: not square odd kernels")
-    return EstimatorConfig(kernel_size=size, basis=basis, widths=tuple(int(v) for v in widths),
-                           blocks=count_indexed(state, "encoders.0."))
+    check_size(source, "the kernel size", size, 1, MAX_KERNEL)
+    check_size(source, "the basis kernels", basis, 1, MAX_BASIS)
+    check_size(source, "the levels", levels, 1, MAX_LEVELS)
+    for width in widths:
+        check_size(source, "a width", width, 1, MAX_WIDTH)
+    blocks = count_indexed(state, "encoders.0.")
+    check_size(source, "the blocks per level", blocks, 0, MAX_BLOCKS)
+    return EstimatorConfig(kernel_size=size, basis=basis, widths=tuple(int(v) for v in widths), blocks=blocks)
 
 
 def _regressor_config(state: dict, source: str) -> RegressorConfig:
@@ -156,7 +164,10 @@ def _regressor_config(state: dict, source: str) -> RegressorConfig:
     size = math.isqrt(inp[1])
     if size * size != inp[1] or size % 2 == 0:
         raise CheckpointError(source, f"T reads {inp[1]} channels, which is not the taps of an odd square kernel")
-    return RegressorConfig(kernel_size=size, width=inp[0], layers=count_indexed(state, "convs."))
+    config = RegressorConfig(kernel_size=size, width=inp[0], layers=count_indexed(state, "convs."))
+    check_size(source, "T's width", config.width, 1, MAX_WIDTH)
+    check_size(source, "T's layers", config.layers, 0, MAX_BLOCKS)
+    return config
 
 
 def estimator_from_state(state: dict[str, torch.Tensor], source: str) -> BlurEstimator:
@@ -166,8 +177,12 @@ def estimator_from_state(state: dict[str, torch.Tensor], source: str) -> BlurEst
     if missing:
         raise CheckpointError(source, f"holds no {' and no '.join(missing)} weights; it is not a FideDiff kernel estimator")
     m_state, t_state = parts["estimator."], parts["regressor."]
-    estimator = KernelEstimator(_estimator_config(m_state, source + " [estimator]"))
-    regressor = BlurLevelRegressor(_regressor_config(t_state, source + " [regressor]"))
+    m_source, t_source = source + " [estimator]", source + " [regressor]"
+    check_entries(m_state, m_source, MAX_SIZE)
+    check_entries(t_state, t_source, MAX_SIZE)
+    m_config, t_config = _estimator_config(m_state, m_source), _regressor_config(t_state, t_source)
+    estimator = build_checked(lambda: KernelEstimator(m_config), m_state, m_source)
+    regressor = build_checked(lambda: BlurLevelRegressor(t_config), t_state, t_source)
     if estimator.config.kernel_size != regressor.config.kernel_size:
         raise CheckpointError(source, f"M makes {estimator.config.kernel_size}x{estimator.config.kernel_size} kernels "
                                       f"but T reads {regressor.config.kernel_size}x{regressor.config.kernel_size}")

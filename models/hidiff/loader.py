@@ -14,7 +14,7 @@ import torch
 from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict
 from ..common.colour import MAX_SIGMA
 from ..common.discovery import find_models
-from ..common.state_dict import load_strict, require_finite, sub_state
+from ..common.state_dict import build_checked, check_entries, check_size, load_strict, require_finite, sub_state
 from .denoiser import SimpleDenoiser, build_denoiser
 from .diffusion import SamplerConfig
 from .latent_encoder import LatentEncoder, LatentEncoderConfig
@@ -24,6 +24,11 @@ from .transformer import Transformer, TransformerConfig
 METHOD = "hidiff"
 PARTS = ("net_g", "net_le_dm", "net_d")
 OPTIONAL_PARTS = ("net_le",)
+# Bounds of the architecture, far above the official releases (widths up to 384, a 4x4 prior of
+# 256 channels, 6 blocks a level): what a file's shapes may describe.
+MAX_SIZE = 1 << 14  # any tensor dimension
+MAX_GROUP = 64  # the prior is group² tokens
+MAX_BLOCKS = 256  # blocks of one level or encoder
 
 
 def _official_file(folder: str, part: str) -> str | None:
@@ -108,19 +113,34 @@ def load_hidiff(path: str, sampler: SamplerConfig | None = None) -> HIDiff:
     if sampler is None:
         sampler = sampler_from_metadata(metadata, path) or default_sampler(states["net_d"])
     for part, state in states.items():
+        check_entries(state, sources[part], MAX_SIZE)
         require_finite(state, sources[part])
-    net_g = Transformer(TransformerConfig.from_state_dict(states["net_g"], sources["net_g"]))
-    net_le_dm = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le_dm"], sources["net_le_dm"]))
-    net_d = build_denoiser(states["net_d"], sources["net_d"])
-    net_le = None
-    if "net_le" in states:
-        net_le = LatentEncoder(LatentEncoderConfig.from_state_dict(states["net_le"], sources["net_le"]))
-    parts = {"net_g": net_g, "net_le_dm": net_le_dm, "net_d": net_d, "net_le": net_le}
+    parts = {name: _build(name, states[name], sources[name]) if name in states else None
+             for name in ("net_g", "net_le_dm", "net_d", "net_le")}
+    net_g, net_le_dm, net_d, net_le = parts.values()
     for name, module in parts.items():
         if module is not None:
             load_strict(module, states[name], sources[name])
     _check_compatible(net_g, net_le_dm, net_d, path)
     return HIDiff(net_g, net_le_dm, net_d, sampler, net_le, colour_fix=_colour_fix(metadata, path)).eval()
+
+
+def _build(part: str, state: dict, source: str):
+    """One part sized from its shapes, checked against the architecture's bounds and then against
+    the file on the meta device before it is built (``build_checked``)."""
+    if part == "net_g":
+        config = TransformerConfig.from_state_dict(state, source)
+        check_size(source, "the prior group", config.group, 1, MAX_GROUP)
+        for name, layer in config.layers.items():
+            check_size(source, f"{name} blocks", layer.blocks, 0, MAX_BLOCKS)
+            check_size(source, f"{name} heads", layer.heads, 1, layer.dim)
+        return build_checked(lambda: Transformer(config), state, source)
+    if part == "net_d":
+        return build_checked(lambda: build_denoiser(state, source), state, source)
+    config = LatentEncoderConfig.from_state_dict(state, source)
+    check_size(source, "the prior group", config.group, 1, MAX_GROUP)
+    check_size(source, "encoder blocks", config.blocks, 0, MAX_BLOCKS)
+    return build_checked(lambda: LatentEncoder(config), state, source)
 
 
 def _colour_fix(metadata: dict, path: str) -> float:
