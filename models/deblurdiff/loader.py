@@ -23,7 +23,7 @@ import torch
 
 from ..common.discovery import find_models
 from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict, torch_zip_pickle
-from ..common.state_dict import load_strict, require_finite, sub_state
+from ..common.state_dict import check_entries, load_strict, require_finite, sub_state
 from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
 from .model import PARTS, DeblurDiff, DeblurDiffConfig
 
@@ -151,6 +151,7 @@ def read_deblurdiff(path: str) -> tuple[DeblurDiffConfig, dict[str, dict], dict[
     if metadata.get("method") not in (None, METHOD):
         raise CheckpointError(path, f"is a {metadata['method']!r} model, not a DeblurDiff one")
     state = read_state_dict(path, mmap=True)
+    check_entries(state, path, MAX_SIZE)  # before any size is read from a shape
     if metadata.get("method") == METHOD:
         states = split_parts(state, PACK_PREFIXES, path)
         return config_from_metadata(metadata, states, path), states, metadata

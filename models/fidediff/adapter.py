@@ -16,7 +16,7 @@ import torch
 
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
 from ..common.discovery import find_models
-from ..common.state_dict import load_strict, sub_state
+from ..common.state_dict import check_entries, load_strict, sub_state
 from ..sd21 import TextEmbedding, load_adapter, load_base, merge_adapters, unwrap_lora
 from .kcn import KernelControlNet
 from .model import LATENT_DOWNSAMPLES, FideDiff
@@ -26,6 +26,7 @@ FORMAT_VERSION = "1"
 ADAPTER_NAME = "fidediff"
 ESTIMATOR_PREFIXES = ("estimator.", "regressor.")
 KNOWN_PREFIXES = ("lora.", "kcn.", "text_embedding") + ESTIMATOR_PREFIXES
+MAX_SIZE = 1 << 18  # any tensor dimension: far above SD 2.1's widths (1280, 10240 in the feed-forward)
 
 
 def save_adapter(path: str, lora: dict, text_embedding: torch.Tensor, kcn: dict | None = None,
@@ -61,6 +62,7 @@ def read_adapter(path: str) -> tuple[dict, dict]:
     stray = [k for k in state if not k.startswith(KNOWN_PREFIXES)]
     if stray:
         raise CheckpointError(path, f"unexpected entry {stray[0]!r} in a FideDiff adapter")
+    check_entries(state, path, MAX_SIZE)  # before any size is read from a shape
     if "text_embedding" not in state or not any(k.startswith("lora.") for k in state):
         raise CheckpointError(path, "a FideDiff adapter needs 'text_embedding' and 'lora.*' weights")
     try:

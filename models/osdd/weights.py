@@ -22,7 +22,7 @@ import torch
 
 from ..common.checkpoint import CheckpointError, read_metadata, read_state_dict
 from ..common.discovery import find_models
-from ..common.state_dict import load_strict, sub_state
+from ..common.state_dict import build_checked, check_entries, check_size, load_strict, sub_state
 from ..sd21.base import SDBase
 from ..sd21.lora import adapter_state, load_adapter, merge_adapters, unwrap_lora
 from ..sd21.one_step import TextEmbedding
@@ -33,6 +33,8 @@ from .model import OSDD, VAE_ADAPTER, OSDDConfig
 METHOD = "osdd"
 FORMAT_VERSION = "1"
 PREFIXES = ("skips.", "vae_lora.", "unet_lora.real.", "unet_lora.synthetic.", "gate.", "text.")
+MAX_SIZE = 1 << 18  # any tensor dimension: far above SD 2.1's widths
+MAX_GATE_WIDTH = 4096  # the γ gate's hidden width (a few dozen in the paper's sense of a small MLP)
 
 
 def osdd_state(model: OSDD) -> dict[str, torch.Tensor]:
@@ -73,6 +75,7 @@ def read_osdd(path: str) -> tuple[OSDDConfig, dict[str, torch.Tensor], dict[str,
     except (TypeError, ValueError) as error:
         raise CheckpointError(path, f"unreadable OSDD configuration in the metadata ({error})") from None
     state = read_state_dict(path)
+    check_entries(state, path, MAX_SIZE)  # before any size is read from a shape
     stray = [k for k in state if not k.startswith(PREFIXES)]
     if stray:
         raise CheckpointError(path, f"{len(stray)} entries belong to no OSDD part (e.g. {stray[0]!r})")
@@ -105,10 +108,11 @@ def load_osdd(path: str, base: SDBase, check_base: bool = True) -> OSDD:
     first = gate_state.get("net.0.weight")
     if first is None or first.ndim != 2:
         raise CheckpointError(path, "the γ gate lacks 'gate.net.0.weight' [hidden, channels]")
-    gate = DDAGate(first.shape[1], first.shape[0])
     deepest = evae.skips[-1].skip_conv.in_channels
-    if gate.channels != deepest:
-        raise CheckpointError(path, f"the γ gate reads {gate.channels} channels, the base's deepest encoder level has {deepest}")
+    if first.shape[1] != deepest:
+        raise CheckpointError(path, f"the γ gate reads {first.shape[1]} channels, the base's deepest encoder level has {deepest}")
+    check_size(f"{path} [gate]", "the γ gate's width", first.shape[0], 1, MAX_GATE_WIDTH)
+    gate = build_checked(lambda: DDAGate(first.shape[1], first.shape[0]), gate_state, f"{path} [gate]")
     load_strict(gate, gate_state, f"{path} [gate]")
     embedding = state.get("text.embedding")
     width = base.unet_config.context_dim

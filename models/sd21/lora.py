@@ -28,6 +28,7 @@ UNET_TARGETS = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "c
 PACK_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _PEFT_PREFIXES = ("base_model.model.", "unet.")
+MAX_RANK = 1024  # far above the ranks LoRAs are trained with (4..256); refused before anything is allocated
 
 Scale = float | torch.Tensor
 
@@ -201,18 +202,41 @@ def load_adapter(model: nn.Module, state: dict[str, torch.Tensor], name: str, so
             module = module.base
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             raise CheckpointError(source, f"LoRA for {module_name!r}, which is not a linear or convolution layer of this UNet")
-        rank = down.shape[0]
+        rank = _checked_rank(module, module_name, down, up, state.get(f"{module_name}.alpha"), source)
         alpha = float(state[f"{module_name}.alpha"]) if f"{module_name}.alpha" in state else float(rank)
         layer = _wrap(model, module_name)
         adapter = layer.add(name, rank, alpha, scale)
         for part, tensor in (("down", down), ("up", up)):
             target = getattr(adapter, part).weight
-            if tensor.shape != target.shape:
-                raise CheckpointError(source, f"LoRA {part} of {module_name!r} is {tuple(tensor.shape)}, the layer needs {tuple(target.shape)}")
             with torch.no_grad():
                 target.copy_(tensor)
         ranks.append(rank)
     return max(ranks)
+
+
+def _checked_rank(base: nn.Linear | nn.Conv2d, module_name: str, down: torch.Tensor, up: torch.Tensor,
+                  alpha: torch.Tensor | None, source: str) -> int:
+    """The rank of one layer's LoRA, after its down and up weights are checked against the base
+    layer (shapes, floating point, rank within 1..MAX_RANK, a finite alpha) before any adapter is
+    allocated: a rank read from a hostile shape would otherwise size the adapter."""
+    rank = down.shape[0] if down.dim() else 0
+    if not 1 <= rank <= MAX_RANK:
+        raise CheckpointError(source, f"LoRA down of {module_name!r} is {tuple(down.shape)}: rank {rank}, "
+                                      f"outside 1..{MAX_RANK}")
+    if isinstance(base, nn.Conv2d):
+        shapes = {"down": (rank, base.in_channels, *base.kernel_size), "up": (base.out_channels, rank, 1, 1)}
+    else:
+        shapes = {"down": (rank, base.in_features), "up": (base.out_features, rank)}
+    for part, tensor in (("down", down), ("up", up)):
+        if tuple(tensor.shape) != shapes[part]:
+            raise CheckpointError(source, f"LoRA {part} of {module_name!r} is {tuple(tensor.shape)}, the layer needs {shapes[part]}")
+        if not tensor.is_floating_point():
+            raise CheckpointError(source, f"LoRA {part} of {module_name!r} holds {str(tensor.dtype).replace('torch.', '')} "
+                                          "data where weights are floating point; the file is damaged or was rewritten")
+    if alpha is not None and (alpha.numel() != 1 or not alpha.is_floating_point() or not torch.isfinite(alpha).all()):
+        raise CheckpointError(source, f"LoRA alpha of {module_name!r} must be one finite floating-point number, "
+                                      f"got {str(alpha.dtype).replace('torch.', '')} {tuple(alpha.shape)}")
+    return rank
 
 
 def peft_to_pack(state: dict[str, torch.Tensor], alpha: float | dict[str, float], adapter: str | None = None,
