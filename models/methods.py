@@ -367,7 +367,9 @@ def deblur_image(method: Method, model_name: str, rgb: torch.Tensor, settings: S
                         model, runtime.module_bytes(model) + activations, method.steps(model, height, width, settings),
                         method.name, lambda net, dev, on_step: method.run(net, rgb, settings, dev, on_step), move=False)
                 break
-            except runtime.oom_errors():
+            except Exception as error:
+                if not runtime.is_out_of_memory(error):
+                    raise
                 smaller = smaller_tile(tile)
                 if smaller is None:
                     raise

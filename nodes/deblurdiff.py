@@ -142,7 +142,9 @@ class DeblurDiffSampler:
             try:
                 restored = deblur(model.model, split.rgb, options, seed, device, progress.update, host.offload_device())
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if options.tiled and options.tile_size <= 256:
                     raise
                 options.tile_size = 512 if not options.tiled or options.tile_size > 512 else options.tile_size // 2

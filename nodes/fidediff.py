@@ -158,7 +158,9 @@ class FideDiffDeblur:
             try:
                 restored, info = _run(model, (h, w), b * STAGES, lambda net, tick: deblur(net, split.rgb, options, tick))
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if options.latent_tile == 32:
                     raise
                 options.latent_tile = 64 if not options.latent_tile or options.latent_tile > 64 else 32

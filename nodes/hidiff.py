@@ -163,7 +163,9 @@ class HIDiffDeblur:
                 restored = _run(model, (min(h, tile or h), min(w, tile or w)), steps, "HI-Diff",
                                 lambda net, device, on_step: deblur(net, split.rgb.to(device), seed, tile, overlap, on_step, _check))
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 tile = 512 if not tile or tile > 512 else tile // 2
                 if tile < 128:
                     raise

@@ -8,6 +8,7 @@ call and forward to that layer.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -22,6 +23,11 @@ try:  # ComfyUI's own top-level modules; absent outside the host
     import folder_paths as _folder_paths
 except ImportError:
     _mm = _comfy_utils = _folder_paths = None
+
+try:  # newer hosts (dynamic VRAM, comfy-aimdo): holds the switch ``aimdo_enabled``
+    import comfy.memory_management as _memory_management
+except ImportError:
+    _memory_management = None
 
 IN_COMFYUI = _mm is not None
 
@@ -58,14 +64,23 @@ class ComfyHost(runtime.Host):
             return _mm.should_use_fp16(device, prioritize_performance=False) or device.type == "cpu"
         return _mm.should_use_bf16(device, prioritize_performance=False) or device.type == "cpu"
 
+    def dynamic_vram(self) -> bool:
+        """Whether the host's allocator evicts its models' weights on demand (dynamic VRAM, on by default
+        on NVIDIA with torch >= 2.8 in newer hosts), so a memory request need not unload them."""
+        return (bool(getattr(_memory_management, "aimdo_enabled", False))
+                and "for_dynamic" in inspect.signature(_mm.free_memory).parameters)
+
     def free_memory(self, bytes_needed, device):
-        _mm.free_memory(bytes_needed, device)
+        if self.dynamic_vram():  # unload only models the allocator cannot evict; the user's stay loaded
+            _mm.free_memory(bytes_needed, device, for_dynamic=True)
+        else:
+            _mm.free_memory(bytes_needed, device)
 
     def soft_empty_cache(self):
         _mm.soft_empty_cache()
 
-    def oom_errors(self):
-        return (_mm.OOM_EXCEPTION,)
+    def is_out_of_memory(self, error):
+        return runtime.memory_manager_oom_test(_mm)(error)
 
     def check_interrupt(self):
         _mm.throw_exception_if_processing_interrupted()
@@ -175,7 +190,7 @@ offload_device = runtime.offload_device
 output_device = runtime.output_device  # where node outputs (IMAGE tensors) live; ComfyUI keeps them on the CPU
 supports_dtype = runtime.supports_dtype
 free_memory = runtime.free_memory
-oom_errors = runtime.oom_errors
+is_out_of_memory = runtime.is_out_of_memory
 soft_empty_cache = runtime.soft_empty_cache
 
 PRECISIONS = runtime.PRECISIONS

@@ -177,7 +177,9 @@ class OSDDDeblur:
             size = (min(h, tiling.tile), min(w, tiling.tile)) if tiling else (h, w)
             try:
                 return (join_image(_run(model, size, b, run), split, host.output_device()),)
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if tiling is not None and tiling.tile <= 256:
                     raise
                 tiling = Tiling(512, 256) if tiling is None or tiling.tile > 512 else Tiling(tiling.tile // 2, tiling.tile // 4)

@@ -50,6 +50,11 @@ class WebUIHost(runtime.Host):
         if _forge_memory is not None:
             _forge_memory.free_memory(bytes_needed, device)
 
+    def is_out_of_memory(self, error):
+        if _forge_memory is None:
+            return super().is_out_of_memory(error)
+        return runtime.memory_manager_oom_test(_forge_memory)(error)
+
     def soft_empty_cache(self):
         devices.torch_gc()
 

@@ -264,8 +264,8 @@ def test_out_of_memory_retries_in_smaller_tiles_and_says_so(tiny_model, monkeypa
         pass
 
     class SmallDevice(runtime.Host):  # fits 256 px tiles, not the whole 600 px image nor 512 px tiles
-        def oom_errors(self):
-            return (OutOfMemory,)
+        def is_out_of_memory(self, error):
+            return isinstance(error, OutOfMemory)
 
     tiles = []
     run = methods.HIDIFF.run
