@@ -159,6 +159,7 @@ DEBLURDIFF = Method(
 # DeblurDiff's model.pth), and the method's loader checks its fingerprint.
 
 def _recorded_bases(method_name: str, path: str) -> list[str]:
+    from . import deblurdiff  # noqa: F401 (registers its model.pth as an SD base file)
     from .common.checkpoint import read_metadata
     from .sd21.base_files import KINDS, base_roots, choices_named, resolve_base
 
