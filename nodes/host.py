@@ -204,7 +204,9 @@ def check_interrupt() -> None:
 
 def add_get_route(path: str, respond) -> bool:
     """Serve ``GET path`` (and ``/api`` + path) from ComfyUI's web server; ``respond()`` returns
-    ``(body text, content type)``. Only inside ComfyUI; returns whether the route was added."""
+    ``(body, content type)``, the body text (sent as UTF-8) or bytes. Only inside ComfyUI; returns whether
+    the route was added. Routes added while the pack loads come before the host's own (ComfyUI adds those
+    after every custom node), so an exact path here answers before a pattern of the host's."""
     server = getattr(_import_server(), "PromptServer", None)
     instance = getattr(server, "instance", None)
     if instance is None:
@@ -213,6 +215,8 @@ def add_get_route(path: str, respond) -> bool:
 
     async def handler(_request):
         body, content_type = respond()
+        if isinstance(body, bytes):
+            return web.Response(body=body, content_type=content_type)
         return web.Response(text=body, content_type=content_type, charset="utf-8")
 
     instance.routes.get(path)(handler)
