@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 IMAGE_BYTES_PER_PIXEL = 64  # full-size buffers of one image: float32 input and output, accumulators, conversions
 CPU_SHARE = 0.5  # of the available system memory one run may plan to use (the OS, the host and other programs share it)
 GPU_SHARE = 0.9  # of the device memory free after the host unloaded what it could
-TILES = (2048, 1024, 512, 256, 128)  # tried largest first when the whole image (or the asked tile) does not fit
+TILES = (1024, 512, 256, 128)  # tried largest first when the whole image (or the asked tile) does not fit
 GIB = 1 << 30
 
 
