@@ -29,10 +29,10 @@ class ImageTooLarge(ImageReadError):
     """More pixels than the reader accepts (``limit``); width and height are 0 when Pillow refused it
     as a decompression bomb before telling its size."""
 
-    def __init__(self, path: str, width: int, height: int, limit: int):
+    def __init__(self, path: str, width: int, height: int, limit: int, pixels: int = 0):
         self.width, self.height, self.limit = width, height, limit
-        size = f"{width}x{height} is" if width else "the image has"
-        super().__init__(path, f"{size} more than the {limit} pixels accepted ({limit / 2 ** 20:.0f} megapixels)")
+        size = f"{width}x{height} ({width * height} pixels)" if width else f"{pixels or 'its size in'} pixels"
+        super().__init__(path, f"{size} is more than the {limit} pixels accepted ({limit / 2 ** 20:.0f} megapixels)")
 
 
 def is_image_name(name: str) -> bool:
@@ -102,8 +102,10 @@ def decode_image(source, name: str, formats=FILE_FORMATS, max_pixels: int | None
         raise
     except FileNotFoundError:
         raise ImageReadError(name, "file not found") from None
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(name, 0, 0, Image.MAX_IMAGE_PIXELS and 2 * Image.MAX_IMAGE_PIXELS) from None
+    except Image.DecompressionBombError as error:  # Pillow's own limit, before it tells the size
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageTooLarge(name, 0, 0, max_pixels or 2 * (Image.MAX_IMAGE_PIXELS or 0),
+                            int(pixels.group(1)) if pixels else 0) from None
     except UnidentifiedImageError:
         raise ImageReadError(name, f"could not be decoded: not a {wanted} image") from None
     except Exception as error:  # noqa: BLE001 (Pillow raises many types on damaged data; none may escape)
@@ -126,14 +128,12 @@ def picture_to_tensor(image: Image.Image) -> tuple[torch.Tensor, str, np.ndarray
     if mode in ("P", "PA") and (mode == "PA" or "transparency" in image.info):
         image = image.convert("RGBA")
     alpha = np.asarray(image.getchannel("A")) if "A" in image.getbands() else None
-    if mode in SIXTEEN_BIT_MODES:
-        array = np.asarray(image, dtype=np.float32) / 65535.0
-        array = np.repeat(array[..., None], 3, -1)
-    elif mode == "F":
-        array = np.repeat(np.asarray(image, dtype=np.float32)[..., None], 3, -1)
-    else:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).clamp(0, 1), mode, alpha
+    if mode in SIXTEEN_BIT_MODES or mode == "F":
+        grey = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
+        grey = grey.div_(65535.0) if mode != "F" else grey
+        return grey.clamp_(0, 1)[None].expand(3, -1, -1).contiguous(), mode, alpha
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy())  # 8 bits: one float copy, no clamping needed
+    return pixels.permute(2, 0, 1).contiguous().float().div_(255.0), mode, alpha
 
 
 def _describe(error: BaseException) -> str:
