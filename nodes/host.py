@@ -76,6 +76,10 @@ class ComfyHost(runtime.Host):
         else:
             _mm.free_memory(bytes_needed, device)
 
+    def available_memory(self, device):
+        """ComfyUI's own count on GPUs (its cache included); the CPU's as standalone (resource limits too)."""
+        return super().available_memory(device) if device.type == "cpu" else int(_mm.get_free_memory(device))
+
     def soft_empty_cache(self):
         _mm.soft_empty_cache()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.common import memory
 from ..models.common.padding import crop_to, pad_to_multiple
 from ..models.osdd import OSDD, Skips, Tiling, deblur, find_osdd_models, load_osdd
 from ..models.sd21.base import load_base
@@ -167,6 +168,9 @@ class OSDDDeblur:
         b, _, h, w = split.rgb.shape
         tiling = _tiling(tiled, tile_size, tile_stride)
         choice = "auto" if gamma_mode == "auto" else float(gamma)
+        asked = tiling.tile if tiling else 0
+        tile = memory.plan_tile(h, w, asked, model.bytes_for, host.torch_device(), "OSDD Deblur", "tiled / tile_size", b)
+        tiling = Tiling(tile, tile // 2) if tile != asked else tiling
 
         def run(net, device, tick):
             out, gammas = deblur(net, split.rgb, choice, device, tiling, tick, host.check_interrupt, host.offload_device())

@@ -48,6 +48,13 @@ class Host:
     def free_memory(self, bytes_needed: int, device: torch.device) -> None:
         """Ask the host to unload its own models until ``bytes_needed`` fit on ``device``."""
 
+    def available_memory(self, device: torch.device) -> int | None:
+        """Bytes free on ``device`` now (None if unknown); the CPU's counts available system memory, a
+        container's limit and the process's resource limits (``common/memory.py``)."""
+        from .memory import device_available_bytes
+
+        return device_available_bytes(device)
+
     def soft_empty_cache(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -129,6 +136,10 @@ def choose_dtype(precision: str, method: str, device: torch.device | None = None
 
 def free_memory(bytes_needed: int, device: torch.device) -> None:
     _host.free_memory(bytes_needed, device)
+
+
+def available_memory(device: torch.device) -> int | None:
+    return _host.available_memory(device)
 
 
 def soft_empty_cache() -> None:

@@ -360,9 +360,9 @@ def test_extras_step_and_route_run_osdd_on_the_webui_base_and_name_a_missing_one
     assert pp.info == {"Deblur method": "OSDD", "Deblur model": "OSDD/tiny_osdd.safetensors", "Deblur seed": 0,
                        "Deblur tile size": 0, "Deblur precision": "fp32"}
     osdd, sd21 = pack_module("models.osdd"), pack_module("models.sd21")
-    rgb, _ = adapter.to_tensor(photo)
+    rgb, mode, alpha = adapter.to_tensor(photo)
     direct, _ = osdd.deblur(osdd.load_osdd(weights, sd21.load_base(base)), rgb, "auto", torch.device("cpu"))
-    assert np.array_equal(np.asarray(pp.image), np.asarray(adapter.to_pil(direct, None, False)))
+    assert np.array_equal(np.asarray(pp.image), np.asarray(adapter.to_pil(direct, mode, alpha)))
     assert not np.array_equal(np.asarray(pp.image), np.asarray(photo))
     status, body = adapter.handle_deblur({"image": _png(photo), "method": "OSDD"})
     assert status == 200 and body["info"]["method"] == "OSDD"
