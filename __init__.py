@@ -1,4 +1,7 @@
-"""Diffusion-based motion deblurring for ComfyUI (HI-Diff, with DeblurDiff, FideDiff and OSDD to come).
+"""Diffusion-based motion deblurring for ComfyUI: HI-Diff (official weights, and a bundled model that needs
+no download), DeblurDiff (official weights), FideDiff and OSDD (one-step methods implemented from their
+papers, with training tools), a blur lab and the ``BLUR_KERNEL`` type; the same folder is also an
+Automatic1111/Forge extension (``scripts/``, ``webui/``).
 
 ComfyUI imports this folder as a package under whatever name the folder has; every import inside is
 relative for that reason.

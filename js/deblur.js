@@ -3,6 +3,8 @@
 // - a loader that finds no model explains which files go in which folder, with links;
 // - DeblurCompare shows an interactive before/after viewer (drag the split, double-click for 1:1);
 // - nodes that report BLUR_KERNELs draw them legibly (integer zoom, colour map, captions).
+// Outputs arrive through onExecuted (a run) and onNodeOutputsUpdated (a finished run loaded from the
+// queue, a workflow tab shown again, restored outputs), so the viewer and kernels come back too.
 // Only our own node types are touched; nothing global is patched.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -11,6 +13,7 @@ import { UI_KEY as KERNELS_KEY, decodeEntry, drawKernels, preferredHeight } from
 import { addCanvasWidget } from "./deblur/canvas_widget.js";
 import { addCompareViewer } from "./deblur/compare.js";
 import { modelState, panelContent, renderPanel } from "./deblur/weights.js";
+import { deliverOutputs } from "./deblur/outputs.js";
 
 const EXTENSION_NAME = "diffusion-deblur";
 const COMPARE_KEY = "deblur_compare";
@@ -161,6 +164,11 @@ app.registerExtension({
       onOutput(this, output);
       return result;
     };
+  },
+
+  // Newer frontends (and 1.27's queue "Load workflow") hand restored outputs here, not to onExecuted.
+  onNodeOutputsUpdated(outputs) {
+    deliverOutputs(app.rootGraph ?? app.graph, outputs, (node) => methodOf(categoryOf(node)), onOutput);
   },
 
   nodeCreated(node) {

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .common import runtime
+from .common import memory, runtime
 from .common.model_paths import resolve_model_name
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,12 @@ class Method:
     alternative: str = ""  # other accepted forms (converted .safetensors)
     bundled: Callable[[], dict[str, str]] = dict  # the models shipped with the pack and present: name → path
     auto_dtype: Callable[[torch.device], torch.dtype] = lambda _device: torch.float32
+    model_bytes_per_pixel: Callable[[torch.nn.Module], int] | None = None  # a better figure for this model's size
+
+    def activation_bytes(self, model: torch.nn.Module, dtype: torch.dtype) -> int:
+        """Rough peak activation bytes per pixel of the region run at once, in ``dtype``."""
+        per_pixel = self.model_bytes_per_pixel(model) if self.model_bytes_per_pixel else self.bytes_per_pixel
+        return per_pixel * torch.finfo(dtype).bits // 32
 
     def missing_weights_help(self) -> str:
         folders = runtime.model_dirs() or [f"models/{runtime.MODEL_FOLDER}"]
@@ -92,11 +98,19 @@ def _hidiff_bundled() -> dict[str, str]:
     return {default_model.DEFAULT_NAME: default_model.DEFAULT_PATH} if default_model.default_available() else {}
 
 
+def hidiff_bytes_per_pixel(model) -> int:
+    """fp32 peak per pixel of net_g: 6 kB measured for the official width 48 (GoPro, on a GPU); the
+    activations grow with the width (the bundled model, 16 wide, peaks at ~0.9 kB per pixel on the CPU)."""
+    return HIDIFF_BYTES_PER_PIXEL * model.net_g.config.dim // 48
+
+
+HIDIFF_BYTES_PER_PIXEL = 6000
 HIDIFF_OVERLAP = 32
 HIDIFF_FILES = ["net_g.pth", "net_le_dm.pth", "net_d.pth"]
 HIDIFF = Method(
     name="HI-Diff", find_models=_hidiff_find, load=_hidiff_load, run=_hidiff_run, steps=_hidiff_steps,
-    bytes_per_pixel=6000, default_seed=100, bundled=_hidiff_bundled,
+    bytes_per_pixel=HIDIFF_BYTES_PER_PIXEL, model_bytes_per_pixel=hidiff_bytes_per_pixel, default_seed=100,
+    bundled=_hidiff_bundled,
     alternative="or one .safetensors merged by tools/convert_hidiff.py",
     weights=[
         {"name": "HI-Diff GoPro", "folder": "HI_Diff_GoPro", "files": HIDIFF_FILES,
@@ -159,6 +173,7 @@ DEBLURDIFF = Method(
 # DeblurDiff's model.pth), and the method's loader checks its fingerprint.
 
 def _recorded_bases(method_name: str, path: str) -> list[str]:
+    from . import deblurdiff  # noqa: F401 (registers its model.pth as an SD base file)
     from .common.checkpoint import read_metadata
     from .sd21.base_files import KINDS, base_roots, choices_named, resolve_base
 
@@ -348,26 +363,36 @@ def smaller_tile(tile: int) -> int | None:
 
 def deblur_image(method: Method, model_name: str, rgb: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, dict]:
     """``rgb`` ``[1, 3, H, W]`` in 0..1 → (deblurred ``[1, 3, H, W]`` clamped to 0..1 on the CPU, what was
-    used: method, model, seed, tile size, precision). Out of memory, it retries in ever smaller tiles
-    (512, 256, 128 px; the info gives the size used), as the ComfyUI nodes do. The model is loaded for
-    this call and released after it, so nothing stays in memory between runs."""
+    used: method, model, seed, tile size, precision). Before running, the peak is estimated and, where
+    it exceeds what the device has free, the image goes in tiles (``common/memory.py``; the info gives
+    the size used), or :class:`memory.MemoryLimitError` says why not. Out of memory anyway, it retries
+    in ever smaller tiles (512, 256, 128 px), as the ComfyUI nodes do. The model is loaded for this call
+    and released after it, so nothing stays in memory between runs."""
     check_settings(settings)
     device = runtime.torch_device()
     dtype = resolve_dtype(method, settings.precision, device)
-    model = method.load(model_path(method, model_name), dtype).eval()
     height, width = rgb.shape[-2:]
+    memory.plan_tile(height, width, 0, lambda _h, _w: 0, device, method.name, tiles=())  # the image alone
+    model = method.load(model_path(method, model_name), dtype).eval()
     try:
+        weights, per_pixel = runtime.module_bytes(model), method.activation_bytes(model, dtype)
+
+        def bytes_for(h: int, w: int) -> int:
+            return weights + per_pixel * h * w
+
+        settings = replace(settings, tile_size=memory.plan_tile(height, width, settings.tile_size, bytes_for, device, method.name))
         while True:
             tile = settings.tile_size
-            region = min(height, tile or height) * min(width, tile or width)
-            activations = method.bytes_per_pixel * torch.finfo(dtype).bits // 32 * region
             try:
                 with torch.inference_mode():
                     out = runtime.run_on_device(
-                        model, runtime.module_bytes(model) + activations, method.steps(model, height, width, settings),
+                        model, bytes_for(min(height, tile or height), min(width, tile or width)),
+                        method.steps(model, height, width, settings),
                         method.name, lambda net, dev, on_step: method.run(net, rgb, settings, dev, on_step), move=False)
                 break
-            except runtime.oom_errors():
+            except Exception as error:
+                if not runtime.is_out_of_memory(error):
+                    raise
                 smaller = smaller_tile(tile)
                 if smaller is None:
                     raise

@@ -6,6 +6,7 @@ from . import fidediff
 from . import fidediff_estimate
 from . import osdd
 from . import weights_help  # noqa: F401  (serves /deblur/weights and /deblur/readme for the frontend)
+from . import template_thumbnails  # noqa: F401  (template cards' pictures on hosts that serve only the JSON)
 
 NODE_CLASS_MAPPINGS = {**hidiff.NODE_CLASS_MAPPINGS, **blur_lab.NODE_CLASS_MAPPINGS, **deblurdiff.NODE_CLASS_MAPPINGS,
                        **fidediff_estimate.NODE_CLASS_MAPPINGS, **fidediff.NODE_CLASS_MAPPINGS, **osdd.NODE_CLASS_MAPPINGS}

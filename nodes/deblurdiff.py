@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import methods
+from ..models.common import memory
 from ..models.deblurdiff import (DEFAULT_NEGATIVE, PARTS, DeblurDiff, SamplingOptions, deblur, load_deblurdiff,
                                  steps_per_image)
 from ..models.deblurdiff.kernels import blur_kernel_maps, preview
@@ -135,6 +136,11 @@ class DeblurDiffSampler:
         options = SamplingOptions(steps=steps, cfg_scale=cfg, strength=control_strength, positive=positive, negative=negative,
                                   better_start=better_start, tiled=tiled, tile_size=tile_size, tile_stride=tile_stride)
         options.validate()
+        asked = options.tile_size if options.tiled else 0
+        tile = memory.plan_tile(h, w, asked, lambda th, tw: model.bytes_for(PARTS, th, tw), host.torch_device(),
+                                "DeblurDiff Sampler", "tiled / tile_size", b)
+        if tile != asked:
+            options.tiled, options.tile_size, options.tile_stride = True, tile, tile // 2
         while True:
             device = _prepare(model, PARTS, min(h, options.tile_size) if options.tiled else h,
                               min(w, options.tile_size) if options.tiled else w)
@@ -142,7 +148,9 @@ class DeblurDiffSampler:
             try:
                 restored = deblur(model.model, split.rgb, options, seed, device, progress.update, host.offload_device())
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if options.tiled and options.tile_size <= 256:
                     raise
                 options.tile_size = 512 if not options.tiled or options.tile_size > 512 else options.tile_size // 2

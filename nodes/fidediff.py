@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.blur.blur_kernel import check_blur_kernel
+from ..models.common import memory
 from ..models.common.padding import pad_to_multiple
 from ..models.fidediff import FideDiff, find_adapters, fit_kernel_size, kernel_input, load_fidediff
 from ..models.fidediff.pipeline import STAGES, DeblurOptions, deblur, resolve_timestep
@@ -154,11 +155,16 @@ class FideDiffDeblur:
         b, _, h, w = split.rgb.shape
         options = DeblurOptions(_downsample(model, latent_downsample), float(timestep), bool(use_kernels), latent_tile, vae_tile)
         options.validate()
+        tile = memory.plan_tile(h, w, options.vae_tile, model.bytes_for, host.torch_device(), "FideDiff Deblur", "vae_tile", b)
+        if tile != options.vae_tile:
+            options.vae_tile, options.latent_tile = max(128, tile), min(options.latent_tile or 64, max(16, tile // 16))
         while True:
             try:
                 restored, info = _run(model, (h, w), b * STAGES, lambda net, tick: deblur(net, split.rgb, options, tick))
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if options.latent_tile == 32:
                     raise
                 options.latent_tile = 64 if not options.latent_tile or options.latent_tile > 64 else 32

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import methods
-from ..models.common import runtime
+from ..models.common import memory, runtime
 from ..models.common.checkpoint import CheckpointError
 from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH
 from ..models.hidiff import HIDiff, compute_priors, deblur, load_hidiff, restore_with_priors, steps_per_image
@@ -32,8 +32,8 @@ class HIDiffHandle:
     dtype: torch.dtype
 
     def bytes_for(self, height: int, width: int) -> int:
-        # Peak activations of net_g at full resolution: ~6 kB per pixel in fp32 (measured, README).
-        per_pixel = 6000 * torch.finfo(self.dtype).bits // 32
+        # Peak activations of net_g at full resolution: ~6 kB per pixel in fp32 at the official width.
+        per_pixel = methods.hidiff_bytes_per_pixel(self.model) * torch.finfo(self.dtype).bits // 32
         return host.module_bytes(self.model) + per_pixel * height * width
 
 
@@ -97,6 +97,7 @@ class HIDiffPrior:
     def prior(self, model: HIDiffHandle, image, seed):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
+        memory.check_fits(h, w, model.bytes_for, host.torch_device(), "HI-Diff Prior", "HI-Diff Deblur's tile_size bounds memory", b)
         steps = b * model.model.sampler.config.timesteps
         return (_run(model, (h, w), steps, "HI-Diff prior",
                      lambda net, device, on_step: compute_priors(net, split.rgb.to(device), seed, on_step).cpu()),)
@@ -128,6 +129,7 @@ class HIDiffRestore:
         if prior.shape[0] not in (1, b):
             raise ValueError(f"prior: made for a batch of {prior.shape[0]} images but the image batch has {b}")
         priors = prior.expand(b, *expected)
+        memory.check_fits(h, w, model.bytes_for, host.torch_device(), "HI-Diff Restore", "HI-Diff Deblur's tile_size bounds memory", b)
         restored = _run(model, (h, w), b, "HI-Diff restore",
                         lambda net, device, on_step: restore_with_priors(net, split.rgb.to(device), priors.to(device), on_step, _check))
         return (join_image(restored, split, host.output_device()),)
@@ -156,14 +158,17 @@ class HIDiffDeblur:
         b, _, h, w = split.rgb.shape
         if tile_size and tile_overlap >= tile_size:
             raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})")
-        tile, overlap = tile_size, tile_overlap
+        tile = memory.plan_tile(h, w, tile_size, model.bytes_for, host.torch_device(), "HI-Diff Deblur", "tile_size", b)
+        overlap = tile_overlap if tile == tile_size else min(tile_overlap, tile // 4)
         while True:
             steps = b * steps_per_image(model.model, h, w, tile, overlap)
             try:
                 restored = _run(model, (min(h, tile or h), min(w, tile or w)), steps, "HI-Diff",
                                 lambda net, device, on_step: deblur(net, split.rgb.to(device), seed, tile, overlap, on_step, _check))
                 break
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 tile = 512 if not tile or tile > 512 else tile // 2
                 if tile < 128:
                     raise

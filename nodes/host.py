@@ -8,6 +8,7 @@ call and forward to that layer.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -22,6 +23,11 @@ try:  # ComfyUI's own top-level modules; absent outside the host
     import folder_paths as _folder_paths
 except ImportError:
     _mm = _comfy_utils = _folder_paths = None
+
+try:  # newer hosts (dynamic VRAM, comfy-aimdo): holds the switch ``aimdo_enabled``
+    import comfy.memory_management as _memory_management
+except ImportError:
+    _memory_management = None
 
 IN_COMFYUI = _mm is not None
 
@@ -58,14 +64,27 @@ class ComfyHost(runtime.Host):
             return _mm.should_use_fp16(device, prioritize_performance=False) or device.type == "cpu"
         return _mm.should_use_bf16(device, prioritize_performance=False) or device.type == "cpu"
 
+    def dynamic_vram(self) -> bool:
+        """Whether the host's allocator evicts its models' weights on demand (dynamic VRAM, on by default
+        on NVIDIA with torch >= 2.8 in newer hosts), so a memory request need not unload them."""
+        return (bool(getattr(_memory_management, "aimdo_enabled", False))
+                and "for_dynamic" in inspect.signature(_mm.free_memory).parameters)
+
     def free_memory(self, bytes_needed, device):
-        _mm.free_memory(bytes_needed, device)
+        if self.dynamic_vram():  # unload only models the allocator cannot evict; the user's stay loaded
+            _mm.free_memory(bytes_needed, device, for_dynamic=True)
+        else:
+            _mm.free_memory(bytes_needed, device)
+
+    def available_memory(self, device):
+        """ComfyUI's own count on GPUs (its cache included); the CPU's as standalone (resource limits too)."""
+        return super().available_memory(device) if device.type == "cpu" else int(_mm.get_free_memory(device))
 
     def soft_empty_cache(self):
         _mm.soft_empty_cache()
 
-    def oom_errors(self):
-        return (_mm.OOM_EXCEPTION,)
+    def is_out_of_memory(self, error):
+        return runtime.memory_manager_oom_test(_mm)(error)
 
     def check_interrupt(self):
         _mm.throw_exception_if_processing_interrupted()
@@ -175,7 +194,7 @@ offload_device = runtime.offload_device
 output_device = runtime.output_device  # where node outputs (IMAGE tensors) live; ComfyUI keeps them on the CPU
 supports_dtype = runtime.supports_dtype
 free_memory = runtime.free_memory
-oom_errors = runtime.oom_errors
+is_out_of_memory = runtime.is_out_of_memory
 soft_empty_cache = runtime.soft_empty_cache
 
 PRECISIONS = runtime.PRECISIONS
@@ -189,7 +208,9 @@ def check_interrupt() -> None:
 
 def add_get_route(path: str, respond) -> bool:
     """Serve ``GET path`` (and ``/api`` + path) from ComfyUI's web server; ``respond()`` returns
-    ``(body text, content type)``. Only inside ComfyUI; returns whether the route was added."""
+    ``(body, content type)``, the body text (sent as UTF-8) or bytes. Only inside ComfyUI; returns whether
+    the route was added. Routes added while the pack loads come before the host's own (ComfyUI adds those
+    after every custom node), so an exact path here answers before a pattern of the host's."""
     server = getattr(_import_server(), "PromptServer", None)
     instance = getattr(server, "instance", None)
     if instance is None:
@@ -198,6 +219,8 @@ def add_get_route(path: str, respond) -> bool:
 
     async def handler(_request):
         body, content_type = respond()
+        if isinstance(body, bytes):
+            return web.Response(body=body, content_type=content_type)
         return web.Response(text=body, content_type=content_type, charset="utf-8")
 
     instance.routes.get(path)(handler)

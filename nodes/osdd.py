@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.common import memory
 from ..models.common.padding import crop_to, pad_to_multiple
 from ..models.osdd import OSDD, Skips, Tiling, deblur, find_osdd_models, load_osdd
 from ..models.sd21.base import load_base
@@ -167,6 +168,9 @@ class OSDDDeblur:
         b, _, h, w = split.rgb.shape
         tiling = _tiling(tiled, tile_size, tile_stride)
         choice = "auto" if gamma_mode == "auto" else float(gamma)
+        asked = tiling.tile if tiling else 0
+        tile = memory.plan_tile(h, w, asked, model.bytes_for, host.torch_device(), "OSDD Deblur", "tiled / tile_size", b)
+        tiling = Tiling(tile, tile // 2) if tile != asked else tiling
 
         def run(net, device, tick):
             out, gammas = deblur(net, split.rgb, choice, device, tiling, tick, host.check_interrupt, host.offload_device())
@@ -177,7 +181,9 @@ class OSDDDeblur:
             size = (min(h, tiling.tile), min(w, tiling.tile)) if tiling else (h, w)
             try:
                 return (join_image(_run(model, size, b, run), split, host.output_device()),)
-            except host.oom_errors():
+            except Exception as error:
+                if not host.is_out_of_memory(error):
+                    raise
                 if tiling is not None and tiling.tile <= 256:
                     raise
                 tiling = Tiling(512, 256) if tiling is None or tiling.tile > 512 else Tiling(tiling.tile // 2, tiling.tile // 4)

@@ -124,13 +124,13 @@ def test_out_of_memory_retries_in_tiles(handle, monkeypatch):
         return real(model, image, gamma, device, tiling, *args)
 
     monkeypatch.setattr(nodes, "deblur", deblur)
-    monkeypatch.setattr(host, "oom_errors", lambda: (MemoryError,))
+    monkeypatch.setattr(host, "is_out_of_memory", lambda error: isinstance(error, MemoryError))
     (out,) = nodes.OSDDDeblur().deblur(handle, image(8), "fixed", 0.5)
     assert out.shape == (1, 30, 40, 3)
     assert [t.tile if t else None for t in tilings] == [None, 512, 256]
     tilings.clear()
     monkeypatch.setattr(nodes, "deblur", lambda model, image, gamma, device, tiling=None, *args: tilings.append(tiling) or 1 / 0)
-    monkeypatch.setattr(host, "oom_errors", lambda: (ZeroDivisionError,))
+    monkeypatch.setattr(host, "is_out_of_memory", lambda error: isinstance(error, ZeroDivisionError))
     with pytest.raises(ZeroDivisionError):  # already at the smallest tiles: the error stands
         nodes.OSDDDeblur().deblur(handle, image(8), "fixed", 0.5, True, 1024, 512)
     assert [t.tile for t in tilings] == [1024, 512, 256]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..models import methods
-from ..models.common import runtime
+from ..models.common import image_io, memory, runtime
 from ..models.common.checkpoint import CheckpointError
 
 MAX_REQUEST_PIXELS = 64 * 1024 * 1024  # an API image larger than this is refused before decoding it
@@ -78,28 +78,30 @@ def parse_request(method="HI-Diff", model=None, seed=None, tile_size=0, precisio
     return DeblurRequest(chosen, model, settings)
 
 
-def decode_image(data) -> Image.Image:
-    """A base64 PNG/JPEG/WebP (optionally a ``data:`` URL) → PIL image, size-checked before decoding."""
+def decode_image(data) -> tuple[torch.Tensor, str, np.ndarray | None]:
+    """A base64 PNG/JPEG/WebP (optionally a ``data:`` URL; line breaks and spaces ignored) → (RGB
+    ``[1, 3, H, W]`` in 0..1, Pillow mode, alpha or None), decoded as the command line decodes files
+    (``image_io.decode_image``: 16-bit and grey scaled, EXIF orientation applied), size-checked first."""
     if not isinstance(data, str) or not data:
-        raise RequestError("image must be a base64-encoded PNG or JPEG string")
+        raise RequestError("image must be a base64-encoded PNG, JPEG or WebP string")
     if len(data) > MAX_BASE64_CHARS:
         raise RequestError(f"image: {len(data)} base64 characters is more than the {MAX_BASE64_CHARS} accepted", 413)
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = base64.b64decode(data.translate(_WHITESPACE), validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("image is not valid base64") from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > MAX_REQUEST_PIXELS:
-            raise RequestError(f"image: {image.width}x{image.height} is more than {MAX_REQUEST_PIXELS} pixels", 413)
-        image.load()
-    except RequestError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise RequestError(f"image could not be decoded as PNG/JPEG: {' '.join(str(error).split()) or type(error).__name__}") from None
-    return image
+        rgb, mode, alpha = image_io.decode_image(io.BytesIO(raw), "image", image_io.WEB_FORMATS, MAX_REQUEST_PIXELS)
+    except image_io.ImageTooLarge as error:
+        raise RequestError(f"{error}; send a smaller image", 413) from None
+    except image_io.ImageReadError as error:
+        raise RequestError(str(error)) from None
+    return rgb[None], mode, alpha
+
+
+_WHITESPACE = str.maketrans("", "", " \t\r\n")  # line-wrapped base64 (``base64`` without ``-w0``, MIME)
 
 
 def encode_png(image: Image.Image) -> str:
@@ -108,28 +110,41 @@ def encode_png(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def to_tensor(image: Image.Image) -> tuple[torch.Tensor, Image.Image | None]:
-    """PIL → (RGB ``[1, 3, H, W]`` in 0..1, the alpha band or None)."""
-    alpha = image.getchannel("A") if "A" in image.getbands() else None
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None], alpha
+def to_tensor(image: Image.Image) -> tuple[torch.Tensor, str, np.ndarray | None]:
+    """PIL → (RGB ``[1, 3, H, W]`` in 0..1, its mode, the alpha band or None), as files are read."""
+    rgb, mode, alpha = image_io.picture_to_tensor(image)
+    return rgb[None], mode, alpha
 
 
-def to_pil(rgb: torch.Tensor, alpha: Image.Image | None, grey: bool) -> Image.Image:
-    """Rounded to 8 bits as every saver in the pack does; alpha and grey mode pass through."""
-    array = (rgb[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    out = Image.fromarray(array)
-    if grey:
+def to_pil(rgb: torch.Tensor, mode: str, alpha: np.ndarray | None) -> Image.Image:
+    """The result in the input's form, as the command line writes it: 16-bit grey stays 16-bit, other
+    images are rounded to 8 bits (grey stays grey); alpha passes through."""
+    pixels = rgb[0].float().clamp(0, 1).permute(1, 2, 0).numpy()
+    if mode in image_io.SIXTEEN_BIT_MODES:
+        return Image.fromarray((pixels.mean(-1) * 65535).round().astype(np.uint16))
+    out = Image.fromarray((pixels * 255).round().astype(np.uint8))
+    if mode in GREY_MODES:
         out = out.convert("L")
     if alpha is not None:
-        out.putalpha(alpha)
+        out.putalpha(Image.fromarray(alpha))
     return out
 
 
+GREY_MODES = ("L", "LA", "1", "F")
+
+
+def deblur_tensor(rgb: torch.Tensor, mode: str, alpha, request: DeblurRequest) -> tuple[Image.Image, dict]:
+    try:
+        restored, info = methods.deblur_image(request.method, request.model, rgb, request.settings)
+    except memory.MemoryLimitError as error:
+        raise RequestError(f"{error} (at most {MAX_REQUEST_PIXELS} pixels are accepted; tile_size 0 or a larger one "
+                           f"is lowered automatically down to {min(memory.TILES)} px tiles)", 413) from None
+    return to_pil(restored, mode, alpha), info
+
+
 def deblur_pil(image: Image.Image, request: DeblurRequest) -> tuple[Image.Image, dict]:
-    rgb, alpha = to_tensor(image)
-    restored, info = methods.deblur_image(request.method, request.model, rgb, request.settings)
-    return to_pil(restored, alpha, grey=image.mode in ("L", "LA", "I", "I;16", "1")), info
+    """The Extras step: the WebUI's picture → the deblurred picture in the same form, and the run's info."""
+    return deblur_tensor(*to_tensor(image), request)
 
 
 def png_info(info: dict) -> dict:
@@ -158,10 +173,9 @@ def handle_deblur(payload) -> tuple[int, dict]:
         if unknown:
             raise RequestError(f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(REQUEST_KEYS))}")
         if "image" not in payload:
-            raise RequestError("image is required (base64 PNG or JPEG)")
+            raise RequestError("image is required (base64 PNG, JPEG or WebP)")
         request = parse_request(**{k: v for k, v in payload.items() if k != "image"})
-        image = decode_image(payload["image"])
-        result, info = deblur_pil(image, request)
+        result, info = deblur_tensor(*decode_image(payload["image"]), request)
     except RequestError as error:
         return error.status, {"error": str(error)}
     except (CheckpointError, FileNotFoundError) as error:  # the chosen model's files are broken or gone

@@ -50,6 +50,17 @@ class WebUIHost(runtime.Host):
         if _forge_memory is not None:
             _forge_memory.free_memory(bytes_needed, device)
 
+    def is_out_of_memory(self, error):
+        if _forge_memory is None:
+            return super().is_out_of_memory(error)
+        return runtime.memory_manager_oom_test(_forge_memory)(error)
+
+    def available_memory(self, device):
+        """Forge's own count on GPUs (its cache included); otherwise the standalone one."""
+        if _forge_memory is not None and device.type != "cpu" and hasattr(_forge_memory, "get_free_memory"):
+            return int(_forge_memory.get_free_memory(device))
+        return super().available_memory(device)
+
     def soft_empty_cache(self):
         devices.torch_gc()
 

@@ -80,6 +80,8 @@ class DeblurExtrasStep(backend.ScriptPostprocessing):
             raise gr.Error(f"Deblur: {error}") from None
         try:
             pp.image, info = adapter.deblur_pil(pp.image, request)
+        except adapter.RequestError as error:  # too large for the memory free (memory follows the tile)
+            raise gr.Error(f"Deblur: {error}") from None
         except runtime.Interrupted:
             log.info("Deblur: %s; image left as it was", "skipped" if backend.shared.state.skipped else "interrupted")
             return

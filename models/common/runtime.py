@@ -48,12 +48,20 @@ class Host:
     def free_memory(self, bytes_needed: int, device: torch.device) -> None:
         """Ask the host to unload its own models until ``bytes_needed`` fit on ``device``."""
 
+    def available_memory(self, device: torch.device) -> int | None:
+        """Bytes free on ``device`` now (None if unknown); the CPU's counts available system memory, a
+        container's limit and the process's resource limits (``common/memory.py``)."""
+        from .memory import device_available_bytes
+
+        return device_available_bytes(device)
+
     def soft_empty_cache(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def oom_errors(self) -> tuple[type[BaseException], ...]:
-        return (torch.cuda.OutOfMemoryError,)
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """Whether ``error`` means the device ran out of memory (the nodes then retry in smaller tiles)."""
+        return isinstance(error, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
 
     def check_interrupt(self) -> None:
         """Raise if the user asked to stop; standalone there is no one to ask."""
@@ -130,12 +138,28 @@ def free_memory(bytes_needed: int, device: torch.device) -> None:
     _host.free_memory(bytes_needed, device)
 
 
+def available_memory(device: torch.device) -> int | None:
+    return _host.available_memory(device)
+
+
 def soft_empty_cache() -> None:
     _host.soft_empty_cache()
 
 
-def oom_errors() -> tuple[type[BaseException], ...]:
-    return _host.oom_errors()
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the host's out of memory: the one test every retry-in-tiles path uses."""
+    return _host.is_out_of_memory(error)
+
+
+def memory_manager_oom_test(manager) -> Callable[[BaseException], bool]:
+    """How a ComfyUI-style memory manager (ComfyUI's ``model_management``, Forge's ``memory_management``)
+    tells out of memory: its ``is_oom`` where it has one (newer ComfyUI: also the accelerator's
+    asynchronous out-of-memory errors, whose pending error it clears), else its ``OOM_EXCEPTION``."""
+    is_oom = getattr(manager, "is_oom", None)
+    if callable(is_oom):
+        return is_oom
+    kind = getattr(manager, "OOM_EXCEPTION", torch.cuda.OutOfMemoryError)
+    return lambda error: isinstance(error, kind)
 
 
 def check_interrupt() -> None:

@@ -24,7 +24,8 @@ import torch
 from ..common.discovery import find_models
 from ..common.checkpoint import SAFETENSORS_SUFFIXES, CheckpointError, read_metadata, read_state_dict, torch_zip_pickle
 from ..common.state_dict import check_entries, load_strict, require_finite, sub_state
-from ..sd21 import TextEncoderConfig, UNetConfig, VAEConfig, unet_to_diffusers, unet_to_ldm, vae_to_diffusers, vae_to_ldm
+from ..sd21 import (BaseFileReader, TextEncoderConfig, UNetConfig, VAEConfig, register_base_file, unet_to_diffusers, unet_to_ldm,
+                    vae_to_diffusers, vae_to_ldm)
 from .model import PARTS, DeblurDiff, DeblurDiffConfig
 
 METHOD = "deblurdiff"
@@ -206,3 +207,13 @@ def is_deblurdiff_file(path: str) -> bool:
 def find_deblurdiff_models(root: str) -> list[str]:
     """Names (relative to ``root``, '/'-separated) of the DeblurDiff models under it, sorted."""
     return find_models(root, is_model_file=is_deblurdiff_file)
+
+
+def read_sd_base(path: str, with_text: bool = False) -> tuple[dict, dict, dict | None, str]:
+    """DeblurDiff's UNet, autoencoder (and text tower) as a Stable Diffusion 2.1 base (epsilon prediction)."""
+    _, states, _ = read_deblurdiff(path)
+    return states["unet"], states["vae"], states["text_encoder"] if with_text else None, "epsilon"
+
+
+# FideDiff and OSDD can run on the SD 2.1 inside DeblurDiff's model (listed as ``deblur/<file>``).
+register_base_file(BaseFileReader("DeblurDiff", is_deblurdiff_file, read_sd_base))

@@ -11,7 +11,8 @@
 * :mod:`.lora` — LoRA adapters (several per layer, per-sample scales, exact merge) and peft key conversion;
 * :mod:`.one_step` — one deterministic step at a fractional timestep, the learnable text embedding;
 * :mod:`.base` — the SD 2.x UNet and autoencoder from a single-file checkpoint, a diffusers folder or
-  DeblurDiff's model, with a layout-independent fingerprint;
+  a method's file that holds one (the method registers its reader: DeblurDiff's model), with a
+  layout-independent fingerprint;
 * :mod:`.training` — training-only parts shared by the one-step methods (latent discriminator,
   edge-aware perceptual loss).
 
@@ -29,7 +30,7 @@ from .tiles import gaussian_weights, sliding_tiles, tiled_prediction
 from .lora import (UNET_TARGETS, LoRALayer, adapter_state, inject_lora, load_adapter, merge_adapters, pack_to_peft,
                    peft_to_pack, set_scale, unwrap_lora)
 from .one_step import OneStepSchedule, TextEmbedding, one_step
-from .base import SDBase, base_fingerprint, is_diffusers_folder, load_base, read_base
+from .base import BaseFileReader, SDBase, base_fingerprint, is_diffusers_folder, load_base, read_base, register_base_file
 
 __all__ = [
     "HEAD_CHANNELS", "HintControlNet", "UNetConfig", "build_unet", "controlled_unet", "set_attention_windows",
@@ -38,5 +39,6 @@ __all__ = [
     "SpacedSampler", "guided", "low_frequency", "spaced_timesteps", "gaussian_weights", "sliding_tiles",
     "tiled_prediction", "LATENT_SCALE", "UNET_TARGETS", "LoRALayer", "adapter_state", "inject_lora", "load_adapter",
     "merge_adapters", "pack_to_peft", "peft_to_pack", "set_scale", "unwrap_lora", "OneStepSchedule", "TextEmbedding",
-    "one_step", "SDBase", "base_fingerprint", "is_diffusers_folder", "load_base", "read_base",
+    "one_step", "SDBase", "base_fingerprint", "is_diffusers_folder", "load_base", "read_base", "BaseFileReader",
+    "register_base_file",
 ]

@@ -7,7 +7,9 @@ Three layouts are read, each without running code (safetensors, or ``torch.load(
   OpenCLIP text tower), ``.safetensors`` (only the needed tensors are read) or ``.ckpt``/``.pth``;
 * a diffusers folder (``unet/`` and ``vae/``, each a ``diffusion_pytorch_model[.fp16].safetensors``;
   ``scheduler/scheduler_config.json`` gives the prediction type);
-* DeblurDiff's ``model.pth`` (or its pack ``.safetensors``), whose UNet and autoencoder are SD 2.1's.
+* a method's own model file that holds an SD 2.x base (DeblurDiff's ``model.pth``, whose UNet and
+  autoencoder are SD 2.1's): the method registers a :class:`BaseFileReader` for it, so this shared
+  module never imports a method.
 
 Sizes come from the shapes. :func:`base_fingerprint` identifies the weights independently of the
 layout and of fp32/fp16 storage, so an adapter can check it is applied to the base it was trained on.
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -164,23 +167,42 @@ def _diffusers_prediction(folder: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class BaseFileReader:
+    """How to read the SD 2.x base inside a method's own model file, registered by that method."""
+
+    name: str
+    recognises: Callable[[str], bool]  # from the header; may raise CheckpointError for a broken file
+    read: Callable[[str, bool], tuple[dict, dict, dict | None, str]]  # (path, with_text) → as read_base
+
+
+_READERS: dict[str, BaseFileReader] = {}
+
+
+def register_base_file(reader: BaseFileReader) -> None:
+    _READERS[reader.name] = reader
+
+
+def base_file_reader(path: str) -> BaseFileReader | None:
+    """The registered reader of a method's file at ``path``, or None for any other file."""
+    return next((reader for reader in _READERS.values() if reader.recognises(path)), None)
+
+
 def is_diffusers_folder(path: str) -> bool:
     return os.path.isdir(path) and all(any(os.path.isfile(os.path.join(path, part, n)) for n in DIFFUSERS_WEIGHTS)
                                        for part in ("unet", "vae"))
 
 
 def read_base(path: str, with_text: bool = False) -> tuple[dict, dict, dict | None, str]:
-    """Diffusers-named UNet and autoencoder states, the OpenCLIP text state (single files and
-    DeblurDiff only, when asked) and the detected prediction type."""
+    """Diffusers-named UNet and autoencoder states, the OpenCLIP text state (single files and registered
+    method files only, when asked) and the detected prediction type."""
     path = os.fspath(path)
     if os.path.isdir(path):
         unet_file, vae_file = _diffusers_weights(path, "unet"), _diffusers_weights(path, "vae")
         return read_state_dict(unet_file, mmap=True), read_state_dict(vae_file, mmap=True), None, _diffusers_prediction(path)
-    from ..deblurdiff.loader import is_deblurdiff_file, read_deblurdiff
-
-    if is_deblurdiff_file(path):
-        _, states, _ = read_deblurdiff(path)
-        return states["unet"], states["vae"], states["text_encoder"] if with_text else None, "epsilon"
+    reader = base_file_reader(path)
+    if reader is not None:
+        return reader.read(path, with_text)
     if not path.lower().endswith(CHECKPOINT_SUFFIXES):
         raise CheckpointError(path, f"not a Stable Diffusion checkpoint (expected {', '.join(CHECKPOINT_SUFFIXES)} or a diffusers folder)")
     return _read_single_file(path, with_text)

@@ -1,8 +1,8 @@
 """The Stable Diffusion 2.x bases the user already has, in the host's folders (FideDiff, OSDD).
 
 Choices are ``checkpoints/<file>`` (the host's checkpoints folders: single-file models; the WebUI's
-``models/Stable-diffusion``), ``diffusers/<folder>`` (diffusers folders) and ``deblur/<file>``
-(DeblurDiff's model, whose UNet and autoencoder are SD 2.1's). A choice resolves only to a path
+``models/Stable-diffusion``), ``diffusers/<folder>`` (diffusers folders) and ``deblur/<file>`` (the
+pack's own model files that a method registered as holding an SD base: DeblurDiff's model). A choice resolves only to a path
 inside one of those folders. Folders come from ``common/runtime.py``, so every host shares this.
 """
 from __future__ import annotations
@@ -11,8 +11,7 @@ import os
 
 from ..common import runtime
 from ..common.discovery import find_models
-from ..deblurdiff import is_deblurdiff_file
-from .base import CHECKPOINT_SUFFIXES, is_diffusers_folder
+from .base import CHECKPOINT_SUFFIXES, base_file_reader, is_diffusers_folder
 
 KINDS = ("checkpoints", "diffusers", "deblur")
 
@@ -22,7 +21,11 @@ def base_roots(kind: str) -> list[str]:
 
 
 def is_checkpoint_file(path: str) -> bool:
-    return path.lower().endswith(CHECKPOINT_SUFFIXES) and not is_deblurdiff_file(path)
+    return path.lower().endswith(CHECKPOINT_SUFFIXES) and not is_method_file(path)
+
+
+def is_method_file(path: str) -> bool:
+    return base_file_reader(path) is not None
 
 
 def _find(kind: str, root: str) -> list[str]:
@@ -30,7 +33,7 @@ def _find(kind: str, root: str) -> list[str]:
         return find_models(root, is_model_file=is_checkpoint_file)
     if kind == "diffusers":
         return find_models(root, is_model_folder=is_diffusers_folder)
-    return find_models(root, is_model_file=is_deblurdiff_file)
+    return find_models(root, is_model_file=is_method_file)
 
 
 def base_choices() -> list[str]:

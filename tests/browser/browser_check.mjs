@@ -168,6 +168,22 @@ try {
     result.runs.push(await runWorkflow(page, run));
   }
 
+  // 5b. a finished run loaded again after a page reload (what the queue's "Load workflow" does): its
+  // outputs reach the nodes through onNodeOutputsUpdated, not onExecuted; the viewer and kernels return,
+  // in classic and Nodes 2.0 mode.
+  if (config.reload) {
+    result.reloaded = [];
+    const configured = config.settings?.["Comfy.VueNodes.Enabled"] ?? false;
+    for (const [mode, vue] of [["vue", true], ["classic", false]]) { // the page ends in classic mode
+      await fetch(`${config.url}/api/settings/Comfy.VueNodes.Enabled`, { method: "POST", body: JSON.stringify(vue) });
+      result.reloaded.push(await reloadFinishedRun(page, config.reload, mode));
+    }
+    if (configured) {
+      await fetch(`${config.url}/api/settings/Comfy.VueNodes.Enabled`, { method: "POST", body: JSON.stringify(configured) });
+      await page.reload({ waitUntil: "domcontentloaded" });
+    }
+  }
+
   // 6. a loader asked for a model that is not there explains where it goes
   if (config.missing_model) {
     const { workflow, node_type, widget_index, value } = config.missing_model;
@@ -274,6 +290,49 @@ async function runWorkflow(page, { workflow, expect_viewer: expectViewer, expect
       .map((n) => ({ type: n.type, kernels: n.deblurKernels.decoded.map((d) => ({ size: d.size, grid: d.grid, shown: d.shown })) })));
     for (const [i, box] of kernelBoxes.entries()) await shot(page, `kernels_${workflow}${i ? `_${i}` : ""}`, padded(box, 8));
   } else if (expectKernels) fail(`${workflow}: no kernel preview on the page after the run`);
+  return report;
+}
+
+async function reloadFinishedRun(page, { workflow, viewer_type: viewerType, kernel_type: kernelType }, mode) {
+  await page.reload({ waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => {
+    const app = window.comfyAPI?.app?.app;
+    return app?.graph && app?.canvas && app.vueAppReady !== false && document.querySelector("canvas");
+  }, null, { timeout: 120_000 });
+  await page.waitForTimeout(1500);
+  const report = await page.evaluate(async ({ name, viewerType, kernelType }) => {
+    const { app } = window.comfyAPI.app;
+    const { api } = window.comfyAPI.api;
+    const history = await (await api.fetchApi("/history?max_items=20")).json();
+    const runs = Object.values(history).filter((entry) => entry.prompt?.[3]?.extra_pnginfo?.workflow
+      && entry.prompt[3].extra_pnginfo.workflow.nodes.some((n) => n.type === viewerType));
+    const run = runs.at(-1);
+    if (!run) return { error: `no finished ${name} run in the history` };
+    await app.loadGraphData(run.prompt[3].extra_pnginfo.workflow, true, true, `${name} (reloaded)`);
+    const state = () => {
+      const viewer = app.graph.nodes.find((n) => n.type === viewerType);
+      const kernels = app.graph.nodes.find((n) => n.type === kernelType);
+      return { viewer: viewer?.deblurCompare?.view?.size ?? null, kernels: kernels?.deblurKernels?.decoded?.length ?? 0 };
+    };
+    const before = state();
+    app.nodeOutputs = run.outputs; // as the frontends restore a loaded run's outputs
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    return { before, after: state() };
+  }, { name: workflow, viewerType, kernelType });
+  report.mode = mode;
+  if (report.error) fail(`${mode}, reloaded ${workflow}: ${report.error}`);
+  else {
+    if (report.before.viewer || report.before.kernels) fail(`${mode}, reloaded ${workflow}: outputs shown before they were restored`);
+    if (!report.after.viewer) fail(`${mode}, reloaded ${workflow}: the before/after viewer shows no images`);
+    if (!report.after.kernels) fail(`${mode}, reloaded ${workflow}: no kernels drawn`);
+  }
+  if (mode === "classic" && !report.error) {
+    const visible = await page.locator(".deblur-compare canvas").first().isVisible().catch(() => false);
+    report.viewer_visible = visible;
+    if (!visible) fail(`${mode}, reloaded ${workflow}: the viewer is not on the page`);
+  }
+  await page.mouse.move(NEUTRAL.x, NEUTRAL.y);
+  await shot(page, `reloaded_${workflow}_${mode}`);
   return report;
 }
 

@@ -31,6 +31,7 @@ SCREENSHOTS = Path(os.environ.get("DEBLUR_SCREENSHOTS", ROOT / "docs" / "images"
 OUT = HERE / "out"
 RUN_PREFERENCE = ["quickstart_deblur", "hidiff_deblur"]  # the first one present is run from the UI
 ALSO_RUN = ["deblur_synthetic_blur_compare", "deblurdiff_lkpn_kernels"]  # run too where present: viewer, kernels, LKPN maps
+RELOADED = "deblur_synthetic_blur_compare"  # reloaded after its run: outputs back through onNodeOutputsUpdated
 VIEWER_NODES = {"DeblurCompare"}
 KERNEL_NODES = {"BlurKernelPreview", "LKPNStep"}
 RUN_TIMEOUT_S = float(os.environ.get("COMFYUI_WORKFLOW_TIMEOUT", 600))
@@ -100,6 +101,8 @@ def test_the_ui_loads_runs_and_shows_the_pack():
             "missing_model": {"workflow": "hidiff_deblur", "node_type": "HIDiffLoader", "widget_index": 0,
                               "value": "HI_Diff_RealBlur_J"},
             "screenshots": str(SCREENSHOTS), "thumbnails": str(OUT / "thumbnails"),
+            "reload": {"workflow": RELOADED, "viewer_type": "DeblurCompare", "kernel_type": "BlurKernelPreview"}
+            if RELOADED in runs else None,
         }
         result = browser_check(config, "ui")
     assert not result["failures"], "\n".join(result["failures"])
@@ -108,6 +111,8 @@ def test_the_ui_loads_runs_and_shows_the_pack():
     assert set(result["templates"]) == set(workflows)
     assert [r["workflow"] for r in result["runs"]] == runs
     assert all(r["done"] and not r["error"] for r in result["runs"])
+    if RELOADED in runs:  # a finished run loaded after a reload shows its outputs again, in both modes
+        assert [r["mode"] for r in result["reloaded"]] == ["vue", "classic"]
 
 
 FRONTENDS = [("host", None)] + ([("other", FRONTEND_ROOT)] if FRONTEND_ROOT else [])

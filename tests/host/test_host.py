@@ -92,6 +92,9 @@ def test_frontend_extension_routes_and_templates_are_served(host):
     for name in names:
         served = json.loads(get(host, f"/api/workflow_templates/{host.pack_name}/{name}.json")[0])
         assert served == json.loads((ROOT / "workflows" / f"{name}.json").read_text())
+        for prefix in ("/api", ""):  # the host's static folder (0.3.64, /api only) and the pack's own route
+            picture, kind = get(host, f"{prefix}/workflow_templates/{host.pack_name}/{name}.jpg")
+            assert kind == "image/jpeg" and picture == (ROOT / "workflows" / f"{name}.jpg").read_bytes(), name
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS or [pytest.param(None, marks=pytest.mark.skip(

@@ -12,7 +12,7 @@ const extension = globalThis.__registered[0];
 test("one extension is registered under the pack's name, with the hooks it needs", () => {
   assert.equal(globalThis.__registered.length, 1);
   assert.equal(extension.name, "diffusion-deblur");
-  for (const hook of ["setup", "beforeRegisterNodeDef", "nodeCreated", "loadedGraphNode", "refreshComboInNodes"]) {
+  for (const hook of ["setup", "beforeRegisterNodeDef", "nodeCreated", "loadedGraphNode", "refreshComboInNodes", "onNodeOutputsUpdated"]) {
     assert.equal(typeof extension[hook], "function", hook);
   }
 });
@@ -40,4 +40,9 @@ test("a loader with its model gets the method's look and no panel", async () => 
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(node.color, "#2a4d69");
   assert.equal(node.badges.length, 1);
+});
+
+test("restored outputs for nodes the graph does not have are ignored", () => {
+  assert.doesNotThrow(() => extension.onNodeOutputsUpdated({ 12: { deblur_compare: [{}] } }));
+  assert.doesNotThrow(() => extension.onNodeOutputsUpdated(undefined));
 });

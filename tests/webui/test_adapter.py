@@ -264,8 +264,8 @@ def test_out_of_memory_retries_in_smaller_tiles_and_says_so(tiny_model, monkeypa
         pass
 
     class SmallDevice(runtime.Host):  # fits 256 px tiles, not the whole 600 px image nor 512 px tiles
-        def oom_errors(self):
-            return (OutOfMemory,)
+        def is_out_of_memory(self, error):
+            return isinstance(error, OutOfMemory)
 
     tiles = []
     run = methods.HIDIFF.run
@@ -360,9 +360,9 @@ def test_extras_step_and_route_run_osdd_on_the_webui_base_and_name_a_missing_one
     assert pp.info == {"Deblur method": "OSDD", "Deblur model": "OSDD/tiny_osdd.safetensors", "Deblur seed": 0,
                        "Deblur tile size": 0, "Deblur precision": "fp32"}
     osdd, sd21 = pack_module("models.osdd"), pack_module("models.sd21")
-    rgb, _ = adapter.to_tensor(photo)
+    rgb, mode, alpha = adapter.to_tensor(photo)
     direct, _ = osdd.deblur(osdd.load_osdd(weights, sd21.load_base(base)), rgb, "auto", torch.device("cpu"))
-    assert np.array_equal(np.asarray(pp.image), np.asarray(adapter.to_pil(direct, None, False)))
+    assert np.array_equal(np.asarray(pp.image), np.asarray(adapter.to_pil(direct, mode, alpha)))
     assert not np.array_equal(np.asarray(pp.image), np.asarray(photo))
     status, body = adapter.handle_deblur({"image": _png(photo), "method": "OSDD"})
     assert status == 200 and body["info"]["method"] == "OSDD"

@@ -169,3 +169,37 @@ def test_osdd_runs_through_the_route_on_the_webuis_sd_base(webui):
     os.remove(base)
     status, body = webui.post("/deblur/v1/deblur", {"image": encoded, "method": "OSDD"})
     assert status == 422 and "v2-1_512-ema-pruned.safetensors" in body["error"] and "Stable-diffusion" in body["error"]
+
+
+def _peak_rss_gib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 2 ** 20
+
+
+def test_a_16_megapixel_request_at_default_settings_keeps_the_server_under_8_gib(webui):
+    """Issue 20: 4096x4096 at tile_size 0 drove Forge past 12 GiB. Now it runs in tiles or is a 413."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4096, 4096)).save(buffer, format="PNG")
+    status, body = webui.post("/deblur/v1/deblur", {"image": base64.b64encode(buffer.getvalue()).decode()}, timeout=1800)
+    peak = _peak_rss_gib(webui.proc.pid)
+    print(f"16 MP request: status {status}, {body.get('info') or body.get('error')}, server peak {peak:.2f} GiB")
+    assert status in (200, 413), body
+    assert status == 413 and "tile_size" in body["error"] or body["info"]["tile_size"] > 0
+    assert peak < 8
+
+
+def test_only_png_jpeg_webp_are_decoded_and_16_bit_is_scaled(webui):
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buffer, format="TIFF")
+    status, body = webui.post("/deblur/v1/deblur", {"image": base64.b64encode(buffer.getvalue()).decode()})
+    assert status == 400 and "PNG, JPEG or WebP" in body["error"]
+    ramp = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 32).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    status, body = webui.post("/deblur/v1/deblur", {"image": base64.encodebytes(buffer.getvalue()).decode(),
+                                                    "model": "HI_Diff_Tiny"})  # line-wrapped base64 too
+    assert status == 200, body
+    with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as result:
+        got = np.asarray(result).astype(np.float64)
+    assert got.max() > 255 and np.mean(got >= 65000) < 0.2  # 16 bits back, not clipped white
