@@ -68,6 +68,34 @@ def wiener_deconvolve(blurry: torch.Tensor, kernel: torch.Tensor, weight: float 
     return torch.fft.ifft2(X).real[..., margin:margin + h, margin:margin + w].to(blurry.dtype)
 
 
+def sparse_deconvolve(blurry: torch.Tensor, kernel: torch.Tensor, weight: float = 2e-3, steps: int = 6) -> torch.Tensor:
+    """Total variation by half-quadratic splitting (Krishnan & Fergus 2009 with exponent 1):
+    ``argmin ||k * x − y||² + weight·Σ(|∂x x| + |∂y x|)`` on an edge-tapered copy.
+
+    Each step shrinks the gradients of the current estimate towards zero (soft threshold) and solves the
+    quadratic problem that pulls ``∇x`` to them in closed form with the FFT; the coupling doubles per step,
+    so the result moves from a Wiener filter towards the TV solution: flat areas lose the noise Wiener
+    amplifies, edges stay."""
+    tapered, margin = _taper(blurry.double(), kernel)
+    size = tapered.shape[-2:]
+    K = kernel_spectrum(kernel, size)
+    fy = torch.fft.fftfreq(size[0], dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(size[1], dtype=torch.float64)[None, :]
+    Dx, Dy = torch.exp(2j * torch.pi * fx) - 1, torch.exp(2j * torch.pi * fy) - 1  # forward differences
+    numerator = torch.conj(K) * torch.fft.fft2(tapered)
+    beta = weight * 4  # first step: a Wiener filter with this gradient weight
+    X = numerator / (K.abs() ** 2 + beta * gradient_spectrum(size))
+    for _ in range(steps):
+        gx, gy = torch.fft.ifft2(Dx * X).real, torch.fft.ifft2(Dy * X).real
+        t = weight / (2 * beta)
+        wx, wy = torch.sign(gx) * (gx.abs() - t).clamp(min=0), torch.sign(gy) * (gy.abs() - t).clamp(min=0)
+        rhs = numerator + beta * (torch.conj(Dx) * torch.fft.fft2(wx) + torch.conj(Dy) * torch.fft.fft2(wy))
+        X = rhs / (K.abs() ** 2 + beta * gradient_spectrum(size))
+        beta *= 2
+    h, w = blurry.shape[-2:]
+    return torch.fft.ifft2(X).real[..., margin:margin + h, margin:margin + w].to(blurry.dtype)
+
+
 def richardson_lucy(blurry: torch.Tensor, kernel: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """Richardson–Lucy: multiplicative updates that keep the estimate positive (Poisson likelihood)."""
     estimate = blurry.clamp(min=1e-4).double()

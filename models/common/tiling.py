@@ -17,7 +17,7 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def _ramp(length: int, before: int, after: int) -> torch.Tensor:
+def blend_ramp(length: int, before: int, after: int) -> torch.Tensor:
     """1-D weights: rising over the overlap with the previous tile, falling over the next one."""
     weight = torch.ones(length, dtype=torch.float64)
     if before:
@@ -52,7 +52,7 @@ def tiled_apply(image: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
         th = min(tile, h)
         above = rows[i - 1] + th - top if i else 0
         below = top + th - rows[i + 1] if i + 1 < len(rows) else 0
-        wy = _ramp(th // s, above // s, below // s)
+        wy = blend_ramp(th // s, above // s, below // s)
         for j, left in enumerate(cols):
             tw = min(tile, w)
             before = cols[j - 1] + tw - left if j else 0
@@ -61,7 +61,7 @@ def tiled_apply(image: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
             if out is None:
                 out = torch.zeros(b, result.shape[1], h // s, w // s, dtype=torch.float32, device=result.device)
                 weights = torch.zeros(1, 1, h // s, w // s, dtype=torch.float32, device=result.device)
-            mask = (wy[:, None] * _ramp(tw // s, before // s, after // s)[None, :]).to(out)
+            mask = (wy[:, None] * blend_ramp(tw // s, before // s, after // s)[None, :]).to(out)
             region = (..., slice(top // s, (top + th) // s), slice(left // s, (left + tw) // s))
             out[region] += result.float() * mask
             weights[region] += mask
