@@ -1,9 +1,9 @@
 """Hostile model files (issue 20): each is refused with a CheckpointError naming the file and the
 tensor, before a network is sized from it, and within a memory ceiling.
 
-Every load runs in a child process whose address space is limited (``RLIMIT_AS``) to what it has
-after importing torch and the pack plus :data:`HEADROOM`, so a regression fails the test (an
-allocation error instead of the named one) instead of exhausting the machine. The hostile files are
+Every load runs in a child process under an address-space limit (``memory_limit.run_limited``), so a
+regression fails the test (an allocation error instead of the named one) instead of exhausting the
+machine. The hostile files are
 the bundled models and the tests' tiny models with one entry of their safetensors header edited.
 """
 from __future__ import annotations
@@ -11,62 +11,17 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, pack_module
+from conftest import pack_module
+from memory_limit import run_limited
 
 checkpoint = pack_module("models.common.checkpoint")
 hidiff_default = pack_module("models.hidiff.default_model")
 estimator_model = pack_module("models.fidediff.estimator_model")
-
-# Above the child's own address space after its imports (about 0.6-0.7 GiB here): loading the
-# bundled models takes under 0.1 GiB of it; the old loaders needed 7-10 GiB for these files.
-HEADROOM = 2 * 2**30
-
-CHILD = r"""
-import json, resource, sys
-sys.path.insert(0, sys.argv[1])
-import torch
-torch.set_num_threads(1)
-import safetensors.torch  # imported before the limit, as the pack would have it loaded already
-from conftest import pack_module
-checkpoint = pack_module("models.common.checkpoint")
-module = pack_module(sys.argv[2])
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-limit = status("VmSize") + int(sys.argv[5])
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-resident = status("VmRSS")
-try:
-    value = getattr(module, sys.argv[3])(*json.loads(sys.argv[4]))
-    result = {"error": None, "value": repr(value)[:200]}
-except checkpoint.CheckpointError as error:
-    result = {"error": "CheckpointError", "path": error.path, "message": str(error)}
-except BaseException as error:  # MemoryError, torch's "can't allocate memory", anything else
-    result = {"error": type(error).__name__, "message": str(error)[:400]}
-result["peak_rise"] = status("VmHWM") - resident  # bytes of resident memory the call added at its peak
-print("RESULT " + json.dumps(result))
-"""
-
-
-def run_limited(module: str, function: str, *args, headroom: int = HEADROOM) -> dict:
-    """``pack.<module>.<function>(*args)`` in a child under the address-space limit; its outcome."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
-    done = subprocess.run([sys.executable, "-c", CHILD, os.path.join(ROOT, "tests"), module, function,
-                           json.dumps([os.fspath(a) for a in args]), str(headroom)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"the child died (exit {done.returncode}): {done.stderr[-2000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
-
 
 def assert_refused(result: dict, path, *words: str) -> None:
     assert result["error"] == "CheckpointError", result
@@ -191,7 +146,7 @@ def test_estimator_listing_reads_a_huge_header_through_the_bounded_reader(tmp_pa
             handle.write(b"x" * 2**20)
         handle.write(b'"}}' + bytes(8))
     result = run_limited("models.fidediff.estimator_model", "find_estimator_models", folder)
-    assert result["error"] is None and result["value"] == repr(["bundled_copy.safetensors"]), result
+    assert result["error"] is None and result["value"] == ["bundled_copy.safetensors"], result
     assert result["peak_rise"] < 64 * 2**20, result
 
 

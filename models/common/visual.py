@@ -38,24 +38,25 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def label(image: torch.Tensor, text: str, corner: str = "top-left") -> torch.Tensor:
-    """Write ``text`` on a dark band in a corner of ``[3, H, W]``."""
+def label(image: torch.Tensor, text: str, corner: str = "top-left", in_place: bool = False) -> torch.Tensor:
+    """Write ``text`` on a dark band in a corner of ``[3, H, W]`` (into ``image`` itself with
+    ``in_place``). Only the band goes through Pillow and 8 bits; the rest keeps its exact values."""
     if not text:
         return image
     h, w = image.shape[-2:]
-    pil = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
-    draw = ImageDraw.Draw(pil, "RGBA")
     font = _font(max(10, min(h, w) // 18))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
     pad = max(2, (bottom - top) // 4)
     tw, th = right - left + 2 * pad, bottom - top + 2 * pad
     x = 0 if corner.endswith("left") else max(w - tw, 0)
     y = 0 if corner.startswith("top") else max(h - th, 0)
-    draw.rectangle([x, y, x + tw, y + th], fill=(0, 0, 0, 160))
-    draw.text((x + pad - left, y + pad - top), text, font=font, fill=(255, 255, 255, 255))
-    drawn = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).to(image)
-    out = image.clone()  # only the band goes through 8 bits; the rest keeps its exact values
-    out[:, y:y + th + 1, x:x + tw + 1] = drawn[:, y:y + th + 1, x:x + tw + 1]
+    out = image if in_place else image.clone()
+    band = out[:, y:y + th + 1, x:x + tw + 1]
+    pil = Image.fromarray((band.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(pil, "RGBA")
+    draw.rectangle([0, 0, tw, th], fill=(0, 0, 0, 160))
+    draw.text((pad - left, pad - top), text, font=font, fill=(255, 255, 255, 255))
+    band.copy_(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255))
     return out
 
 
@@ -63,8 +64,14 @@ def fit(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resize ``[3, h, w]`` to ``height × width`` (bilinear, antialiased when shrinking)."""
     if image.shape[-2:] == (height, width):
         return image
-    return torch.nn.functional.interpolate(image[None].float(), size=(height, width), mode="bilinear",
-                                           align_corners=False, antialias=True)[0].clamp(0, 1)
+    x = image[None].float()
+    # Shrink first, then enlarge: in one step a 20000x1 image fitted to 1x20000 takes a minute
+    # (every output pixel weighs a whole input column); in two, the intermediate is never larger
+    # than the input or the output.
+    for size in ((min(height, x.shape[-2]), min(width, x.shape[-1])), (height, width)):
+        if x.shape[-2:] != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x[0].clamp(0, 1)
 
 
 # A composite of images of very different shapes (512x8 beside 1x512 at one height is 262156 px
@@ -73,22 +80,27 @@ MAX_COMPOSITE_SIDE = 16384
 MAX_COMPOSITE_PIXELS = 1 << 26  # 64 MP: 768 MB as float32 RGB
 
 
-def row_height(shapes: list[tuple[int, int]], gap: int = 4) -> int:
-    """The common height of a row of ``(h, w)`` images: the first one's, less where the row would
-    pass :data:`MAX_COMPOSITE_SIDE` on a side or :data:`MAX_COMPOSITE_PIXELS`."""
+def row_size(shapes: list[tuple[int, int]], gap: int = 4) -> tuple[int, list[int]]:
+    """The common height and the widths of a row of ``(h, w)`` images: the first one's height,
+    less where the row would pass :data:`MAX_COMPOSITE_SIDE` on a side or :data:`MAX_COMPOSITE_PIXELS`
+    (and where one pixel of height is still too wide, narrower panels)."""
     h = shapes[0][0]
     width = sum(w * h / ih for ih, w in shapes) + gap * (len(shapes) - 1)
     scale = min(1.0, MAX_COMPOSITE_SIDE / h, MAX_COMPOSITE_SIDE / width, math.sqrt(MAX_COMPOSITE_PIXELS / (h * width)))
-    return h if scale >= 1 else max(1, math.floor(h * scale))
+    h = h if scale >= 1 else max(1, math.floor(h * scale))
+    widths = [max(1, round(w * h / ih)) for ih, w in shapes]
+    room = MAX_COMPOSITE_SIDE - gap * (len(shapes) - 1)
+    if sum(widths) > room:
+        widths = [max(1, w * room // sum(widths)) for w in widths]
+    return h, widths
 
 
 def side_by_side(images: list[torch.Tensor], labels: list[str] | None = None, gap: int = 4) -> torch.Tensor:
-    """``[3, H, W]`` images in a row (resized to the first one's height, or to :func:`row_height`
+    """``[3, H, W]`` images in a row (resized to the first one's height, or to :func:`row_size`
     where that would be too large), labelled, on a dark ground."""
-    h = row_height([tuple(image.shape[-2:]) for image in images], gap)
+    h, widths = row_size([tuple(image.shape[-2:]) for image in images], gap)
     row = []
-    for i, image in enumerate(images):
-        w = min(MAX_COMPOSITE_SIDE, max(1, round(image.shape[-1] * h / image.shape[-2])))
+    for i, (image, w) in enumerate(zip(images, widths)):
         tile = label(fit(image, h, w), labels[i] if labels else "")
         row.append(tile)
         if i + 1 < len(images) and gap:
