@@ -25,7 +25,9 @@ CATEGORY = "deblur/blur lab"
 
 def _to_image(rgb: torch.Tensor) -> torch.Tensor:
     """``[B, 3, H, W]`` → IMAGE ``[B, H, W, 3]`` on the host's output device."""
-    return rgb.clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(host.output_device())
+    b, _, h, w = rgb.shape  # one copy (a preview may be hundreds of MB), never into the caller's tensor
+    image = torch.empty((b, h, w, 3), dtype=rgb.dtype, device=rgb.device).copy_(rgb.permute(0, 2, 3, 1)).clamp_(0, 1)
+    return image.to(host.output_device())
 
 
 def _pairs(a: torch.Tensor, b: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:

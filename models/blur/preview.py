@@ -19,7 +19,7 @@ from ..common.visual import colormap, label
 MAX_CELLS = 12  # kernels shown along a side of a grid
 MAX_VALUES = 1 << 16  # kernel values shown per image (a budget on cells x k²)
 MAX_SIDE = 4096  # pixels along a side of one preview picture
-MAX_PIXELS = 1 << 26  # pixels of the whole preview batch (64 MP, 768 MB as float32 RGB)
+MAX_PIXELS = 1 << 25  # pixels of the whole preview batch (32 MP, 384 MB as float32 RGB)
 
 
 def shown_cells(grid: int, kernel_size: int, other_side: int) -> int:
@@ -69,21 +69,18 @@ def preview(blur_kernel: dict, size: int = 256, captions: bool = True) -> torch.
     kernels = thinned(blur_kernel["kernels"])
     b, gh, gw = kernels.shape[:3]
     size = cell_size(size, b, gh, gw)
-    out = []
+    out = torch.empty(b, 3, gh * size, gw * size)  # drawn in place: the picture is the only large tensor
     for i in range(b):
-        rows = []
         for r in range(gh):
-            cells = [kernel_image(kernels[i, r, c], size) for c in range(gw)]
-            for c in range(gw - 1):
-                cells[c][:, :, -1] = 0.35
-            rows.append(torch.cat(cells, -1))
-            if r + 1 < gh:
-                rows[-1][:, -1, :] = 0.35
-        image = torch.cat(rows, -2)
+            for c in range(gw):
+                out[i, :, r * size:(r + 1) * size, c * size:(c + 1) * size] = kernel_image(kernels[i, r, c], size)
+        for c in range(1, gw):
+            out[i, :, :, c * size - 1] = 0.35
+        for r in range(1, gh):
+            out[i, :, r * size - 1, :] = 0.35
         if captions:
-            image = label(image, caption(blur_kernel, i), "bottom-left")
-        out.append(image)
-    return torch.stack(out)
+            label(out[i], caption(blur_kernel, i), "bottom-left", in_place=True)
+    return out
 
 
 def caption(blur_kernel: dict, index: int) -> str:

@@ -38,24 +38,25 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def label(image: torch.Tensor, text: str, corner: str = "top-left") -> torch.Tensor:
-    """Write ``text`` on a dark band in a corner of ``[3, H, W]``."""
+def label(image: torch.Tensor, text: str, corner: str = "top-left", in_place: bool = False) -> torch.Tensor:
+    """Write ``text`` on a dark band in a corner of ``[3, H, W]`` (into ``image`` itself with
+    ``in_place``). Only the band goes through Pillow and 8 bits; the rest keeps its exact values."""
     if not text:
         return image
     h, w = image.shape[-2:]
-    pil = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
-    draw = ImageDraw.Draw(pil, "RGBA")
     font = _font(max(10, min(h, w) // 18))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
     pad = max(2, (bottom - top) // 4)
     tw, th = right - left + 2 * pad, bottom - top + 2 * pad
     x = 0 if corner.endswith("left") else max(w - tw, 0)
     y = 0 if corner.startswith("top") else max(h - th, 0)
-    draw.rectangle([x, y, x + tw, y + th], fill=(0, 0, 0, 160))
-    draw.text((x + pad - left, y + pad - top), text, font=font, fill=(255, 255, 255, 255))
-    drawn = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255).to(image)
-    out = image.clone()  # only the band goes through 8 bits; the rest keeps its exact values
-    out[:, y:y + th + 1, x:x + tw + 1] = drawn[:, y:y + th + 1, x:x + tw + 1]
+    out = image if in_place else image.clone()
+    band = out[:, y:y + th + 1, x:x + tw + 1]
+    pil = Image.fromarray((band.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(pil, "RGBA")
+    draw.rectangle([0, 0, tw, th], fill=(0, 0, 0, 160))
+    draw.text((pad - left, pad - top), text, font=font, fill=(255, 255, 255, 255))
+    band.copy_(torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).float().div(255))
     return out
 
 
