@@ -11,8 +11,14 @@ Outputs are PNG, beside each input as NAME_deblurred.png or in --out as NAME.png
 replaced unless --overwrite is given (a free name NAME_2.png ... is taken instead), an input never
 (compared as files, so links, hard links and case-insensitive names cannot trick it), and nothing is
 written through a link. Each image is written to a temporary file and renamed, so an interrupted run
-leaves no half image. A failure with one file is reported in one line and the batch goes on. Grey,
-16-bit and RGBA images keep their form (alpha passes through untouched).
+leaves no half image; outputs get the mode any new file gets (0644 under umask 022). A failure with
+one file (unreadable, a decompression bomb, out of memory, anything) is reported in one line and the
+batch goes on (exit status 1). Ctrl-C stops after a summary line (exit status 130). Grey, 16-bit and
+RGBA images keep their form (alpha passes through untouched).
+
+Memory follows the tile: --tile auto runs images up to 1 MP whole and larger ones in 512 px tiles,
+and any tile (auto or given) is made smaller when the estimate for it does not fit in the memory
+free on the device (one line says so), the same plan the WebUI's API and the nodes use.
 """
 from __future__ import annotations
 
@@ -33,6 +39,9 @@ from _pack import pack_module
 
 AUTO_TILE = 512
 AUTO_TILE_PIXELS = 1024 * 1024  # above this, --tile auto works in AUTO_TILE px tiles (memory follows the tile)
+MIN_TILE = 64  # net_g pads to a multiple of 8 (8x8 at its deepest level); smaller tiles are mostly overlap and padding
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # the nodes' seed range (0 .. 2**64 - 1)
+INTERRUPTED = 130  # the shell's status for a program stopped by Ctrl-C (128 + SIGINT)
 GREY_MODES = ("L", "LA", "1", "P;L")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -46,11 +55,13 @@ def parse_args(argv=None):
     p.add_argument("--suffix", default="_deblurred", help="added to the name when writing beside the input")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders of folder inputs")
-    p.add_argument("--tile", default="auto", help="tile size in px, 0 for whole images, or auto (whole up to 1 MP, else 512)")
+    p.add_argument("--tile", default="auto", help=f"tile size in px (at least {MIN_TILE}: the network works at 1/8 scale, so smaller tiles "
+                   f"are mostly overlap and padding, tens of times slower), 0 for whole images, or auto "
+                   f"(whole up to 1 MP, else {AUTO_TILE}); made smaller when it would not fit in free memory")
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--seed", type=int, default=100, help="seed of the prior's noise")
+    p.add_argument("--seed", type=int, default=100, help=f"seed of the prior's noise (0 .. {SEED_MAX}, as the nodes)")
     return p.parse_args(argv)
 
 
@@ -59,6 +70,11 @@ def option_problem(args) -> str | None:
     if args.tile != "auto" and not args.tile.isdigit():
         return f"--tile must be auto, 0 or a size in pixels, not {args.tile!r}"
     tile = AUTO_TILE if args.tile == "auto" else int(args.tile)
+    if 0 < tile < MIN_TILE:
+        return f"--tile {tile} is too small: use 0 (whole images), auto or at least {MIN_TILE} px " \
+            "(the network works at 1/8 scale; smaller tiles are mostly overlap and padding)"
+    if not 0 <= args.seed <= SEED_MAX:
+        return f"--seed must be between 0 and {SEED_MAX} (as the nodes), not {args.seed}"
     if args.overlap < 0 or (tile and args.overlap >= tile):
         return f"--overlap ({args.overlap}) must be at least 0 and smaller than the tile ({tile} px" + \
             (", the size --tile auto uses on large images)" if args.tile == "auto" else ")")
@@ -152,11 +168,22 @@ def to_picture(rgb: torch.Tensor, mode: str, alpha) -> Image.Image:
     return image
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask (read once, at start-up)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+NEW_FILE_MODE = _new_file_mode()
+
+
 def save_new(image: Image.Image, target: str, overwrite: bool) -> None:
     """Write through a temporary file in the target's folder, then rename: a reader never sees half
     an image, and without ``overwrite`` an existing entry (file or link) is never replaced."""
     handle, temp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(target)), prefix=".deblur-", suffix=".tmp")
     try:
+        os.chmod(temp, NEW_FILE_MODE)  # mkstemp makes 0600; an output is a normal file for whoever shares the folder
         with os.fdopen(handle, "wb") as stream:
             image.save(stream, format="PNG")
         if overwrite:
@@ -182,6 +209,22 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    tally = {"written": 0, "failed": 0, "total": None}
+    started = time.perf_counter()
+    try:
+        return deblur_files(args, tally)
+    except KeyboardInterrupt:
+        if tally["total"] is None:
+            print("interrupted before any image was deblurred", file=sys.stderr)
+        else:
+            left = tally["total"] - tally["written"] - tally["failed"]
+            print(f"interrupted: {tally['written']} written, {tally['failed']} failed, {left} skipped "
+                  f"of {tally['total']}, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return INTERRUPTED
+
+
+def deblur_files(args, tally: dict) -> int:
+    """The batch; ``tally`` counts what was written and what failed (read by Ctrl-C's summary)."""
     hidiff = pack_module("models.hidiff")
     image_io = pack_module("models.common.image_io")
     files, failed, notes = expand_inputs(args.inputs, args.recursive, args.suffix)
@@ -193,38 +236,69 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     name, path = resolve_model(args.model)
     model = load_model(path, device, args.precision)
+    bytes_for = region_bytes(model, args.precision)
     protected = {_identity(f) for f in files}
-    written = 0
     from tqdm.auto import tqdm
 
     print(f"deblurring {len(files)} image(s) with {name} on {device}", file=sys.stderr)
+    tally.update(total=len(files) + len(failed), failed=len(failed))
     bar = tqdm(total=len(files), unit="image", disable=os.environ.get("DEBLUR_NO_PROGRESS") == "1")
     started = time.perf_counter()
-    for file in files:
-        bar.set_description(os.path.basename(file))
-        try:
-            image, mode, alpha = image_io.read_image_and_alpha(file)
-            h, w = image.shape[-2:]
-            tile = (0 if h * w <= AUTO_TILE_PIXELS else AUTO_TILE) if args.tile == "auto" else int(args.tile)
-            with torch.inference_mode():
-                restored = hidiff.deblur(model, image[None].to(device), args.seed, tile if tile and (h > tile or w > tile) else 0, args.overlap)
-            target = choose_target(file, args.out, args.suffix, protected, args.overwrite)
-            save_new(to_picture(restored.cpu(), mode, alpha), target, args.overwrite)
-        except image_io.ImageReadError as error:
-            bar.write(f"skipped {error}")
-            failed.append(file)
-        except (OSError, RuntimeError, ValueError) as error:  # disk full, permissions, out of memory ...
-            detail = error.strerror if isinstance(error, OSError) and error.strerror else " ".join(str(error).split())
-            bar.write(f"failed {file}: {detail or type(error).__name__}")
-            failed.append(file)
-        else:
-            protected.add(_identity(target))
-            written += 1
-            bar.write(f"{file} → {target}")
-        bar.update(1)
-    bar.close()
-    print(f"{written} written, {len(failed)} failed, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    try:
+        for file in files:
+            bar.set_description(os.path.basename(file))
+            try:
+                image, mode, alpha = image_io.read_image_and_alpha(file)
+                h, w = image.shape[-2:]
+                tile = plan_tile(h, w, args.tile, bytes_for, device)
+                with torch.inference_mode():
+                    restored = hidiff.deblur(model, image[None].to(device), args.seed, tile if tile and (h > tile or w > tile) else 0, args.overlap)
+                target = choose_target(file, args.out, args.suffix, protected, args.overwrite)
+                save_new(to_picture(restored.cpu(), mode, alpha), target, args.overwrite)
+            except image_io.ImageReadError as error:
+                bar.write(f"skipped {error}")
+                failed.append(file)
+            except Exception as error:  # noqa: BLE001 (disk full, permissions, out of memory, anything: one line, go on)
+                bar.write(f"failed {file}: {describe(error)}")
+                failed.append(file)
+            else:
+                protected.add(_identity(target))
+                tally["written"] += 1
+                bar.write(f"{file} → {target}")
+            tally["failed"] = len(failed)
+            bar.update(1)
+    finally:
+        bar.close()
+    print(f"{tally['written']} written, {len(failed)} failed, {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 1 if failed else 0
+
+
+def region_bytes(model, precision: str):
+    """``bytes_for(h, w)``: the estimated peak of deblurring an h x w region (weights plus activations),
+    the estimate the nodes and the WebUI's API plan with."""
+    methods = pack_module("models.methods")
+    runtime = pack_module("models.common.runtime")
+    weights = runtime.module_bytes(model)
+    per_pixel = methods.hidiff_bytes_per_pixel(model) * {"fp32": 32, "fp16": 16, "bf16": 16}[precision] // 32
+    return lambda h, w: weights + per_pixel * h * w
+
+
+def plan_tile(height: int, width: int, option: str, bytes_for, device) -> int:
+    """The tile for one image: --tile (auto: whole up to AUTO_TILE_PIXELS, else AUTO_TILE), made
+    smaller by the pack's memory plan when it would not fit in free memory; MemoryLimitError (one
+    failed line) when even the smallest tile does not."""
+    memory = pack_module("models.common.memory")
+    tile = (0 if height * width <= AUTO_TILE_PIXELS else AUTO_TILE) if option == "auto" else int(option)
+    return memory.plan_tile(height, width, tile, bytes_for, device, "deblur", "--tile",
+                            tiles=tuple(t for t in memory.TILES if t >= MIN_TILE))
+
+
+def describe(error: BaseException) -> str:
+    """One line for an unexpected error: its text (an OSError's reason), else its type's name."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {text}" if text and not isinstance(error, (RuntimeError, ValueError)) else text or type(error).__name__
 
 
 if __name__ == "__main__":
