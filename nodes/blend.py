@@ -41,8 +41,9 @@ def feather_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     x = mask[:, None]
     x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))[:, 0]
+    # Far from an edge the window is uniform: give its value back exactly, not off by a rounding error.
+    return torch.where(x < 1e-6, 0.0, torch.where(x > 1 - 1e-6, 1.0, x))
 
 
 def prepare_mask(mask, batch: int, height: int, width: int, feather: int = 0,
