@@ -52,15 +52,15 @@ def prepare_mask(mask, batch: int, height: int, width: int, feather: int = 0,
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3) or mask.numel() == 0:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"mask: expected a MASK [batch, height, width] or [height, width], got {shape}")
-    mask = mask.to(device=device, dtype=torch.float32)
-    if not torch.isfinite(mask).all():
-        raise ValueError("mask: contains NaN or infinite values; check the node that produced it")
-    mask = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
-    if tuple(mask.shape[-2:]) != (height, width):
-        mask = F.interpolate(mask[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     feather = int(feather)
     if not 0 <= feather <= MAX_FEATHER:
         raise ValueError(f"feather: must be 0..{MAX_FEATHER} pixels, got {feather}")
+    mask = mask.reshape(-1, mask.shape[-2], mask.shape[-1])[:batch]  # extra masks are never read
+    mask = mask.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(mask).all():
+        raise ValueError("mask: contains NaN or infinite values; check the node that produced it")
+    if tuple(mask.shape[-2:]) != (height, width):
+        mask = F.interpolate(mask[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
     mask = feather_mask(repeat_to_batch(mask, batch).clamp(0, 1), min(feather, max(height, width)))
     return mask.clamp(0, 1)
 
