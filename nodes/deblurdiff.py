@@ -18,6 +18,7 @@ from ..models.deblurdiff import (DEFAULT_NEGATIVE, PARTS, DeblurDiff, SamplingOp
 from ..models.deblurdiff.kernels import blur_kernel_maps, preview
 from ..models.deblurdiff.pipeline import decode, encode_conditions, finish, pad_to_multiple
 from . import host
+from .blend import BLEND_INPUTS, blend
 from .images import join_image, split_image
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class DeblurDiffSampler:
             "seed": SEED,
             "better_start": ("BOOLEAN", {"default": False, "tooltip": "Start from the noised low frequencies of the image instead of pure noise (official --better_start); avoids noise in flat backgrounds."}),
             **TILE_INPUTS,
-        }}
+        }, "optional": {**BLEND_INPUTS}}
 
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The deblurred image(s).",)
@@ -130,7 +131,7 @@ class DeblurDiffSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model: DeblurDiffHandle, image, positive, negative, steps, cfg, control_strength, seed,
-               better_start, tiled=False, tile_size=512, tile_stride=256):
+               better_start, tiled=False, tile_size=512, tile_stride=256, mask=None, strength=1.0, feather=0):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         options = SamplingOptions(steps=steps, cfg_scale=cfg, strength=control_strength, positive=positive, negative=negative,
@@ -160,7 +161,7 @@ class DeblurDiffSampler:
             finally:
                 progress.close()
                 _offload(model)
-        return (join_image(restored, split, host.output_device()),)
+        return (blend(image, join_image(restored, split, host.output_device()), mask, strength, feather),)
 
 
 class DeblurDiffEncode:
@@ -276,7 +277,8 @@ class DeblurDiffDecode:
             "latent": ("LATENT", {"tooltip": "A DeblurDiff latent (autoencoder scale), e.g. LKPN Step's refined latent."}),
             **TILE_INPUTS,
         }, "optional": {
-            "reference": ("IMAGE", {"tooltip": "The blurry input: the output is cropped to its size and colour-fixed against it, as the official pipeline does."}),
+            "reference": ("IMAGE", {"tooltip": "The blurry input: the output is cropped to its size and colour-fixed against it, as the official pipeline does; mask and strength blend back into it."}),
+            **BLEND_INPUTS,
         }}
 
     RETURN_TYPES = ("IMAGE",)
@@ -284,8 +286,11 @@ class DeblurDiffDecode:
     FUNCTION = "decode"
     CATEGORY = CATEGORY
 
-    def decode(self, model: DeblurDiffHandle, latent, tiled=False, tile_size=512, tile_stride=256, reference=None):
+    def decode(self, model: DeblurDiffHandle, latent, tiled=False, tile_size=512, tile_stride=256, reference=None,
+               mask=None, strength=1.0, feather=0):
         net = model.model
+        if reference is None and (mask is not None or float(strength) != 1.0):
+            raise ValueError("DeblurDiff Decode: mask and strength blend the result into the blurry input; connect it to 'reference'")
         samples = _check_latent(latent, "latent", net.config.vae.latent_channels)
         options = SamplingOptions(tiled=tiled, tile_size=tile_size, tile_stride=tile_stride)
         options.validate()
@@ -310,8 +315,12 @@ class DeblurDiffDecode:
             _offload(model)
         images = torch.cat(outputs)
         if split is not None and split.rgb.shape[0] == images.shape[0]:
-            return (join_image(images, split, host.output_device()),)
-        return (images.clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(host.output_device()),)
+            return (blend(reference, join_image(images, split, host.output_device()), mask, strength, feather),)
+        out = images.clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(host.output_device())
+        if split is not None:  # one reference for a batch of latents: blend its colours into each
+            out = blend(reference[..., :3] if reference.shape[-1] == 4 else reference.expand(*reference.shape[:3], 3),
+                        out, mask, strength, feather)
+        return (out,)
 
 
 NODE_CLASS_MAPPINGS = {

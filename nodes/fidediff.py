@@ -19,6 +19,7 @@ from ..models.common.padding import pad_to_multiple
 from ..models.fidediff import FideDiff, find_adapters, fit_kernel_size, kernel_input, load_fidediff
 from ..models.fidediff.pipeline import STAGES, DeblurOptions, deblur, resolve_timestep
 from . import host
+from .blend import BLEND_INPUTS, blend
 from .images import join_image, split_image
 from ..models.sd21.base_files import base_choices, resolve_base
 
@@ -142,7 +143,7 @@ class FideDiffDeblur:
             "use_kernels": ("BOOLEAN", {"default": True, "tooltip": "Feed the estimated kernels to the Kernel ControlNet (off = the base model alone)."}),
             "latent_tile": LATENT_TILE,
             "vae_tile": VAE_TILE,
-        }}
+        }, "optional": {**BLEND_INPUTS}}
 
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The deblurred image(s).",)
@@ -150,7 +151,7 @@ class FideDiffDeblur:
     CATEGORY = CATEGORY
 
     def deblur(self, model: FideDiffHandle, image, latent_downsample="adapter", timestep=-1.0, use_kernels=True,
-               latent_tile=128, vae_tile=1024):
+               latent_tile=128, vae_tile=1024, mask=None, strength=1.0, feather=0):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         options = DeblurOptions(_downsample(model, latent_downsample), float(timestep), bool(use_kernels), latent_tile, vae_tile)
@@ -171,7 +172,7 @@ class FideDiffDeblur:
                 options.vae_tile = 512 if not options.vae_tile or options.vae_tile > 512 else 256
                 log.warning("FideDiff: out of memory; retrying in %d-pixel latent tiles", options.latent_tile)
         log.info("FideDiff: timesteps %s (estimated levels %s)", info["timestep"], info["level"])
-        return (join_image(restored, split, host.output_device()),)
+        return (blend(image, join_image(restored, split, host.output_device()), mask, strength, feather),)
 
 
 class FideDiffEncode:
@@ -268,6 +269,10 @@ class FideDiffDecode:
             "model": ("FIDEDIFF_MODEL",),
             "latent": ("LATENT", {"tooltip": "The step's output (or any FideDiff latent)."}),
             "vae_tile": VAE_TILE,
+        }, "optional": {
+            "image": ("IMAGE", {"tooltip": "The blurry image that was encoded: gives the output its alpha or grey layout, "
+                                           "and mask and strength blend the result back into it."}),
+            **BLEND_INPUTS,
         }}
 
     RETURN_TYPES = ("IMAGE",)
@@ -275,8 +280,11 @@ class FideDiffDecode:
     FUNCTION = "decode"
     CATEGORY = CATEGORY
 
-    def decode(self, model: FideDiffHandle, latent, vae_tile=1024):
+    def decode(self, model: FideDiffHandle, latent, vae_tile=1024, image=None, mask=None, strength=1.0, feather=0):
         samples = _check_latent(latent)
+        if image is None and (mask is not None or float(strength) != 1.0):
+            raise ValueError("FideDiff Decode: mask and strength blend the result into the blurry image; connect it to 'image'")
+        split = split_image(image) if image is not None else None
         net = model.model
         d = int(latent.get(D_KEY, net.latent_downsample))
         if d not in (4, 8):
@@ -293,7 +301,15 @@ class FideDiffDecode:
             return torch.cat(images)
 
         images = _run(model, (samples.shape[-2] * 8, samples.shape[-1] * 8), samples.shape[0], run)
-        return (images.permute(0, 2, 3, 1).contiguous().to(host.output_device()),)
+        if split is None:
+            return (images.permute(0, 2, 3, 1).contiguous().to(host.output_device()),)
+        if tuple(split.rgb.shape[-2:]) != tuple(images.shape[-2:]) or split.rgb.shape[0] not in (1, images.shape[0]):
+            raise ValueError(f"image: {tuple(image.shape)} is not the encoded image of this latent "
+                             f"(decoded {images.shape[0]} x {images.shape[-2]}x{images.shape[-1]})")
+        if split.rgb.shape[0] == images.shape[0]:
+            return (blend(image, join_image(images, split, host.output_device()), mask, strength, feather),)
+        out = images.clamp(0, 1).permute(0, 2, 3, 1).contiguous().to(host.output_device())
+        return (blend(split.rgb.permute(0, 2, 3, 1), out, mask, strength, feather),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 from ..models.blur.blur_kernel import make_blur_kernel
 from ..models.blur.frames import LEVEL_PER_FRAME
-from ..models.fidediff.estimator import LEVEL_STRIDE
+from ..models.fidediff.estimator import LEVEL_MAX, LEVEL_STRIDE
 from ..models.fidediff.estimator_model import (DEFAULT_NAME, DEFAULT_PATH, OVERLAP, BlurEstimator, default_available,
                                                find_estimator_models, load_blur_estimator, tile_count)
 from ..models.fidediff.level_view import level_picture
@@ -60,14 +61,16 @@ class BlurKernelEstimate:
             },
         }
 
-    RETURN_TYPES = ("BLUR_KERNEL", "FLOAT", "IMAGE", "STRING")
-    RETURN_NAMES = ("kernels", "blur_level", "level_map", "report")
+    RETURN_TYPES = ("BLUR_KERNEL", "FLOAT", "IMAGE", "STRING", "MASK")  # the MASK last: older links keep their slots
+    RETURN_NAMES = ("kernels", "blur_level", "level_map", "report", "level_mask")
     OUTPUT_TOOLTIPS = (
         "Per-pixel kernel map: one kernel per 8x8 pixels (the grid of FideDiff's latent), drawn by Blur Kernel Preview; "
         "the blur level of each image rides along.",
         "Blur level t in 0..400 (mean over the batch): FideDiff's timestep. 0 = sharp; 200 = like 11 frames averaged.",
         "Where the image is blurred and how much: T's level map in heat colours over the photo, with a colour bar.",
         "The level of each image, as text.",
+        "T's level map as a MASK at the image's size: level / 400, so 0 = sharp, 0.5 = like 11 frames averaged, "
+        "1 = the strongest blur. Feed it to a deblur node's mask to deblur where the photo is blurred.",
     )
     FUNCTION = "estimate"
     OUTPUT_NODE = True  # draws the kernels on the node
@@ -101,7 +104,10 @@ class BlurKernelEstimate:
         pictures = torch.stack([level_picture(rgb[i], outputs[i].level_map[0].float().cpu(), levels[i]) for i in range(b)])
         report = "\n".join(f"image {i}: blur level {t:.0f} / 400 (like {t / LEVEL_PER_FRAME + 1:.1f} frames averaged)"
                            for i, t in enumerate(levels))
-        result = (value, sum(levels) / b, pictures.permute(0, 2, 3, 1).contiguous().to(host.output_device()), report)
+        maps = torch.cat([o.level_map.float().cpu() for o in outputs])  # [B, 1, h, w]
+        mask = (F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)[:, 0] / LEVEL_MAX).clamp(0, 1)
+        result = (value, sum(levels) / b, pictures.permute(0, 2, 3, 1).contiguous().to(host.output_device()), report,
+                  mask.contiguous().to(host.output_device()))
         return {"ui": kernel_ui(value), "result": result}
 
 

@@ -13,6 +13,7 @@ from ..models.common.checkpoint import CheckpointError
 from ..models.hidiff.default_model import DEFAULT_NAME, DEFAULT_PATH
 from ..models.hidiff import HIDiff, compute_priors, deblur, load_hidiff, restore_with_priors, steps_per_image
 from . import host
+from .blend import BLEND_INPUTS, blend
 from .images import join_image, split_image
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,14 @@ class HIDiffRestore:
             "model": ("HIDIFF_MODEL",),
             "image": ("IMAGE", {"tooltip": "The blurry image (the same one the prior was made from)."}),
             "prior": ("HIDIFF_PRIOR",),
-        }}
+        }, "optional": {**BLEND_INPUTS}}
 
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The deblurred image.",)
     FUNCTION = "restore"
     CATEGORY = CATEGORY
 
-    def restore(self, model: HIDiffHandle, image, prior):
+    def restore(self, model: HIDiffHandle, image, prior, mask=None, strength=1.0, feather=0):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         expected = model.model.prior_shape
@@ -132,7 +133,7 @@ class HIDiffRestore:
         memory.check_fits(h, w, model.bytes_for, host.torch_device(), "HI-Diff Restore", "HI-Diff Deblur's tile_size bounds memory", b)
         restored = _run(model, (h, w), b, "HI-Diff restore",
                         lambda net, device, on_step: restore_with_priors(net, split.rgb.to(device), priors.to(device), on_step, _check))
-        return (join_image(restored, split, host.output_device()),)
+        return (blend(image, join_image(restored, split, host.output_device()), mask, strength, feather),)
 
 
 class HIDiffDeblur:
@@ -146,14 +147,14 @@ class HIDiffDeblur:
             "seed": SEED,
             "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip": "0 = whole image at once (exact official result). Otherwise the side of square tiles; memory then grows with the tile, not the image."}),
             "tile_overlap": ("INT", {"default": 32, "min": 0, "max": 512, "step": 8, "tooltip": "Overlap between tiles, blended smoothly to hide seams."}),
-        }}
+        }, "optional": {**BLEND_INPUTS}}
 
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The deblurred image.",)
     FUNCTION = "deblur"
     CATEGORY = CATEGORY
 
-    def deblur(self, model: HIDiffHandle, image, seed, tile_size=0, tile_overlap=32):
+    def deblur(self, model: HIDiffHandle, image, seed, tile_size=0, tile_overlap=32, mask=None, strength=1.0, feather=0):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         if tile_size and tile_overlap >= tile_size:
@@ -173,7 +174,7 @@ class HIDiffDeblur:
                 if tile < 128:
                     raise
                 log.warning("HI-Diff: out of memory; retrying with %d px tiles", tile)
-        return (join_image(restored, split, host.output_device()),)
+        return (blend(image, join_image(restored, split, host.output_device()), mask, strength, feather),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -17,6 +17,7 @@ from ..models.common.padding import crop_to, pad_to_multiple
 from ..models.osdd import OSDD, Skips, Tiling, deblur, find_osdd_models, load_osdd
 from ..models.sd21.base import load_base
 from . import host
+from .blend import BLEND_INPUTS, blend
 from .images import SplitImage, join_image, split_image
 from ..models.sd21.base_files import base_choices, resolve_base
 
@@ -156,14 +157,15 @@ class OSDDDeblur:
             "model": ("OSDD_MODEL",),
             "image": ("IMAGE", {"tooltip": "The blurry image(s). RGB, RGBA (alpha passes through) or grey; any size (padded inside)."}),
             **GAMMA_INPUTS, **TILE_INPUTS,
-        }}
+        }, "optional": {**BLEND_INPUTS}}
 
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The deblurred image(s).",)
     FUNCTION = "deblur"
     CATEGORY = CATEGORY
 
-    def deblur(self, model: OSDDHandle, image, gamma_mode="auto", gamma=0.5, tiled=False, tile_size=512, tile_stride=256):
+    def deblur(self, model: OSDDHandle, image, gamma_mode="auto", gamma=0.5, tiled=False, tile_size=512, tile_stride=256,
+               mask=None, strength=1.0, feather=0):
         split = split_image(image)
         b, _, h, w = split.rgb.shape
         tiling = _tiling(tiled, tile_size, tile_stride)
@@ -180,7 +182,8 @@ class OSDDDeblur:
         while True:
             size = (min(h, tiling.tile), min(w, tiling.tile)) if tiling else (h, w)
             try:
-                return (join_image(_run(model, size, b, run), split, host.output_device()),)
+                restored = join_image(_run(model, size, b, run), split, host.output_device())
+                return (blend(image, restored, mask, strength, feather),)
             except Exception as error:
                 if not host.is_out_of_memory(error):
                     raise
@@ -290,7 +293,9 @@ class EVAEDecode:
             "latent": ("LATENT", {"tooltip": "A latent of the same (padded) size as the skips' image, autoencoder scale."}),
             **TILE_INPUTS,
         }, "optional": {
-            "skips": ("EVAE_SKIPS", {"tooltip": "eVAE Encode's skips of the blurry image; their size must match the latent's."}),
+            "skips": ("EVAE_SKIPS", {"tooltip": "eVAE Encode's skips of the blurry image; their size must match the latent's. "
+                                                "They carry the blurry image, which mask and strength blend the result back into."}),
+            **BLEND_INPUTS,
         }}
 
     RETURN_TYPES = ("IMAGE",)
@@ -298,8 +303,12 @@ class EVAEDecode:
     FUNCTION = "decode"
     CATEGORY = CATEGORY
 
-    def decode(self, model: OSDDHandle, latent, tiled=False, tile_size=512, tile_stride=256, skips=None):
+    def decode(self, model: OSDDHandle, latent, tiled=False, tile_size=512, tile_stride=256, skips=None,
+               mask=None, strength=1.0, feather=0):
         samples = _samples(latent)
+        if skips is None and (mask is not None or float(strength) != 1.0):
+            raise ValueError("eVAE Decode: mask and strength blend the result into the blurry image, which the skips carry; "
+                             "connect eVAE Encode's skips")
         b = samples.shape[0]
         value = _skips(skips) if skips is not None else None
         if value is not None:
@@ -323,7 +332,11 @@ class EVAEDecode:
 
         rgb = _run(model, size, b, run)
         like = value.split if value is not None and value.split.rgb.shape[0] == b else SplitImage(rgb, None, 3)
-        return (join_image(rgb, like, host.output_device()),)
+        out = join_image(rgb, like, host.output_device())
+        if value is None:
+            return (out,)
+        blurry = join_image(value.split.rgb, like if like is value.split else SplitImage(rgb, None, 3), host.output_device())
+        return (blend(blurry, out, mask, strength, feather),)
 
 
 NODE_CLASS_MAPPINGS = {

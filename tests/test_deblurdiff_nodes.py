@@ -125,3 +125,14 @@ def test_bad_latents_are_reported(handle):
         nodes.LKPNStep().step(handle, {"samples": torch.zeros(1, 4, 8, 8)}, {"samples": torch.zeros(1, 4, 6, 8)}, 10)
     with pytest.raises(ValueError, match="tile"):
         _sample(handle, torch.rand(1, 16, 16, 3), tiled=True, tile_size=512, tile_stride=600)
+
+
+def test_sampler_and_decode_honour_mask_and_strength(handle):
+    from blend_checks import check_node_blends
+
+    image = torch.rand(1, 24, 24, 3, generator=torch.Generator().manual_seed(2))
+    check_node_blends(lambda **kw: _sample(handle, image, steps=1, **kw), image)
+    condition, start = nodes.DeblurDiffEncode().encode(handle, image, 7, False)
+    check_node_blends(lambda **kw: nodes.DeblurDiffDecode().decode(handle, condition, reference=image, **kw)[0], image)
+    with pytest.raises(ValueError, match="reference"):  # nothing to blend into
+        nodes.DeblurDiffDecode().decode(handle, condition, strength=0.5)

@@ -42,12 +42,16 @@ def test_estimate_returns_kernels_level_and_map(models_dir):
     tiny_file(models_dir / "tiny.safetensors")
     image = torch.rand(2, 37, 50, 4)  # RGBA, odd size
     out = nodes.BlurKernelEstimate().estimate(image, "tiny.safetensors", tile_size=64)
-    value, level, level_map, report = out["result"]
+    value, level, level_map, report, level_mask = out["result"]
     blur_kernel.check_blur_kernel(value)  # non-negative, each sums to one
     assert value["kernels"].shape == (2, 5, 7, 7, 7)  # one kernel per 8x8 pixels
     assert len(value["level"]) == 2 and all(0 <= t <= 400 for t in value["level"])
     assert level == pytest.approx(sum(value["level"]) / 2, abs=0.1)
     assert level_map.shape[0] == 2 and level_map.shape[2] == 50 and level_map.shape[1] > 37 and level_map.shape[3] == 3
+    assert level_mask.shape == (2, 37, 50) and level_mask.dtype == torch.float32
+    assert 0 <= level_mask.min() and level_mask.max() <= 1
+    for i in range(2):  # the mask is the level map over 400: its mean is near the image's level
+        assert float(level_mask[i].mean()) * 400 == pytest.approx(value["level"][i], rel=0.2, abs=2)
     assert report.count("blur level") == 2
     assert out["ui"]["deblur_kernels"][0]["grid"] == [5, 7]
 

@@ -119,3 +119,20 @@ def test_half_precision_is_close_to_fp32(handle, precision):
     (reference,) = nodes.FideDiffDeblur().deblur(handle, image, timestep=150.0)
     (out,) = nodes.FideDiffDeblur().deblur(half, image, timestep=150.0)
     assert out.dtype == torch.float32 and (out - reference).abs().mean() < 0.02
+
+
+def test_deblur_and_decode_honour_mask_and_strength(handle):
+    from blend_checks import check_node_blends
+
+    image = torch.rand(1, 24, 28, 3, generator=torch.Generator().manual_seed(2))
+    check_node_blends(lambda **kw: nodes.FideDiffDeblur().deblur(handle, image, **kw)[0], image)
+    (latent,) = nodes.FideDiffEncode().encode(handle, image)
+    (clean,) = nodes.KernelControlNetStep().step(handle, latent, timestep=100.0)
+    check_node_blends(lambda **kw: nodes.FideDiffDecode().decode(handle, clean, image=image, **kw)[0], image)
+    rgba = torch.cat([image, torch.rand(1, 24, 28, 1)], -1)  # the image input gives the decoded image its alpha
+    (out,) = nodes.FideDiffDecode().decode(handle, clean, image=rgba, strength=0.5)
+    assert out.shape == rgba.shape and torch.equal(out[..., 3], rgba[..., 3])
+    with pytest.raises(ValueError, match="'image'"):
+        nodes.FideDiffDecode().decode(handle, clean, mask=torch.ones(24, 28))
+    with pytest.raises(ValueError, match="not the encoded image"):
+        nodes.FideDiffDecode().decode(handle, clean, image=image[:, :20])

@@ -131,3 +131,15 @@ def test_tiled_apply_blends_without_seams():
     assert tiling.tile_starts(50, 16, 6) == [0, 10, 20, 30, 34]
     with pytest.raises(ValueError):
         tiling.tiled_apply(image, lambda t: t, tile=8, overlap=8)
+
+
+def test_deblur_and_restore_honour_mask_and_strength(model):
+    from blend_checks import check_node_blends
+
+    image = _image(2, 20, 24)
+    check_node_blends(lambda **kw: nodes.HIDiffDeblur().deblur(model, image, 7, **kw)[0], image)
+    (prior,) = nodes.HIDiffPrior().prior(model, image, 7)
+    check_node_blends(lambda **kw: nodes.HIDiffRestore().restore(model, image, prior, **kw)[0], image)
+    rgba = _image(1, 20, 24, 4)
+    out = nodes.HIDiffDeblur().deblur(model, rgba, 7, mask=torch.rand(20, 24), strength=0.7, feather=2)[0]
+    assert torch.equal(out[..., 3], rgba[..., 3])

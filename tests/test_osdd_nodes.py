@@ -134,3 +134,15 @@ def test_out_of_memory_retries_in_tiles(handle, monkeypatch):
     with pytest.raises(ZeroDivisionError):  # already at the smallest tiles: the error stands
         nodes.OSDDDeblur().deblur(handle, image(8), "fixed", 0.5, True, 1024, 512)
     assert [t.tile for t in tilings] == [1024, 512, 256]
+
+
+def test_deblur_and_evae_decode_honour_mask_and_strength(handle):
+    from blend_checks import check_node_blends
+
+    picture = image(4)
+    check_node_blends(lambda **kw: nodes.OSDDDeblur().deblur(handle, picture, "fixed", 0.5, **kw)[0], picture)
+    latent, skips = nodes.EVAEEncode().encode(handle, picture)
+    (sharp,) = nodes.OSDDOneStep().step(handle, latent, "fixed", 0.5)
+    check_node_blends(lambda **kw: nodes.EVAEDecode().decode(handle, sharp, skips=skips, **kw)[0], picture)
+    with pytest.raises(ValueError, match="skips"):
+        nodes.EVAEDecode().decode(handle, sharp, strength=0.3)
