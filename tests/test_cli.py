@@ -71,7 +71,7 @@ def test_deblur_glob_into_a_folder_and_an_input_named_like_an_output(tmp_path, t
     picture(tmp_path / "x.png", "RGB")
     picture(tmp_path / "x_deblurred.png", "RGB", seed=5)  # given explicitly: it is an input now
     kept = digest(tmp_path / "x_deblurred.png")
-    assert deblur.main([str(tmp_path / "x.png"), str(tmp_path / "x_deblurred.png"), "--model", tiny_model, "--tile", "16", "--overlap", "8"]) == 0
+    assert deblur.main([str(tmp_path / "x.png"), str(tmp_path / "x_deblurred.png"), "--model", tiny_model, "--tile", "64", "--overlap", "8"]) == 0
     assert digest(tmp_path / "x_deblurred.png") == kept
     assert (tmp_path / "x_deblurred_2.png").exists() and (tmp_path / "x_deblurred_deblurred.png").exists()
     out = tmp_path / "results"
@@ -79,7 +79,7 @@ def test_deblur_glob_into_a_folder_and_an_input_named_like_an_output(tmp_path, t
     inputs = sorted(p for p in os.listdir(tmp_path) if p.startswith("x") and p.endswith(".png"))
     assert sorted(os.listdir(out)) == inputs  # same names, in the output folder
     assert deblur.main([str(tmp_path / "nothing*.png"), "--model", tiny_model]) == 2
-    assert deblur.main([str(tmp_path / "x.png"), "--model", tiny_model, "--tile", "16"]) == 2  # overlap 32 >= tile
+    assert deblur.main([str(tmp_path / "x.png"), "--model", tiny_model, "--tile", "64", "--overlap", "64"]) == 2  # overlap >= tile
 
 
 def test_evaluate_writes_csv_summary_and_contact_sheet(tmp_path, tiny_model):
