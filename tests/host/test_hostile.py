@@ -163,3 +163,30 @@ def test_numbers_sent_through_the_api_are_checked(host, node, inputs, words):
 
 def _running(host, prompt_id) -> bool:
     return any(item[1] == prompt_id for item in host._get("/queue")["queue_running"])
+
+
+def test_kernel_preview_and_compare_stay_bounded_on_ordinary_photos(host):
+    """Issue 20: Blur Kernel Estimate of a 768² photo into Blur Kernel Preview at its default size used to
+    build a 12 GiB picture and kill the server; Deblur Compare of 512x8 beside 1x512 a 262156-px row.
+    Both now come back at bounded sizes and the server stays up."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (768, 768, 3), dtype=np.uint8)).save(host.input_dir / "preview_768.png")
+    Image.fromarray(rng.integers(0, 256, (8, 512, 3), dtype=np.uint8)).save(host.input_dir / "wide_strip.png")
+    Image.fromarray(rng.integers(0, 256, (512, 1, 3), dtype=np.uint8)).save(host.input_dir / "tall_strip.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "preview_768.png"}},
+        "2": {"class_type": "BlurKernelEstimate", "inputs": {"image": ["1", 0], "estimator": "(bundled) fidediff_estimator_synthetic",
+                                                             "tile_size": 512}},
+        "3": {"class_type": "BlurKernelPreview", "inputs": {"kernel": ["2", 0], "size": 256}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "wide_strip.png"}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": "tall_strip.png"}},
+        "7": {"class_type": "DeblurCompare", "inputs": {"image_a": ["5", 0], "image_b": ["6", 0], "mode": "side_by_side",
+                                                        "split_position": 0.5, "label_a": "a", "label_b": "b"}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    outputs = host.wait(host.queue(prompt), 600)["outputs"]
+    for node, side in (("4", 4096), ("8", 16384)):
+        (entry,) = outputs[node]["images"]
+        with Image.open(host.base / "temp" / entry["subfolder"] / entry["filename"]) as picture:
+            assert max(picture.size) <= side and picture.size[0] * picture.size[1] <= 1 << 26, (node, picture.size)
