@@ -172,3 +172,54 @@ def test_named_images_that_cannot_be_read_still_fail(tmp_path, identity_model):
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
     assert run(tmp_path / "a.png", tmp_path / "b.jpg", "--model", identity_model) == 1
     assert run(tmp_path / "a.png", tmp_path / "missing.png", "--model", identity_model) == 1
+
+
+def _bomb_png(path, side=30000):
+    """A PNG whose header declares side x side RGB pixels, with a tiny IDAT: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def _limited_cli(args, headroom=3 * 2**30):
+    """tools/deblur.py in a child process under umask 022 and an address-space ceiling (a few GiB above
+    what torch needs), so a bomb that is decoded fails the test instead of exhausting the machine."""
+    import resource
+    import subprocess
+
+    def limits():
+        os.umask(0o022)
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30 + headroom, 6 * 2**30 + headroom))
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deblur.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=600, preexec_fn=limits, env=env)
+
+
+def test_a_bomb_and_a_corrupt_tiff_are_one_line_each_and_the_batch_goes_on_with_readable_outputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo(folder / "a_good.png")
+    _bomb_png(folder / "b_bomb.png")
+    tiff = folder / "c_corrupt.tif"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tiff)
+    data = bytearray(tiff.read_bytes())
+    tags = [data.find(bytes([0x00, 0x01, kind, 0x00])) for kind in (3, 4)]  # ImageWidth as SHORT or LONG (little-endian)
+    width_tag = max(tags)
+    assert width_tag > 0
+    data[width_tag + 8:width_tag + 12] = b"\xff\xff\xff\x7f"[:2 if tags[0] > 0 else 4].ljust(4, b"\0")
+    tiff.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    done = _limited_cli([folder, "--model", os.path.join(DATA, "hidiff_tiny"), "--out", out])
+    assert "Traceback" not in done.stderr, done.stderr
+    named = [line for line in (done.stdout + done.stderr).splitlines() if "b_bomb.png" in line or "c_corrupt.tif" in line]
+    assert len([l for l in named if "b_bomb.png" in l]) == 1 and len([l for l in named if "c_corrupt.tif" in l]) == 1, named
+    written = out / "a_good.png"
+    assert written.is_file()
+    assert written.stat().st_mode & 0o777 == 0o644  # the umask's mode, not mkstemp's 0600
