@@ -12,9 +12,12 @@ names the image size, the estimate, what is free and the setting to change (the 
 from __future__ import annotations
 
 import logging
-import os
-import resource
 from typing import Callable
+
+try:  # POSIX only: on Windows there are no rlimits to respect, and the pack must still import
+    import resource
+except ImportError:
+    resource = None
 
 import torch
 
@@ -71,6 +74,8 @@ def _cgroup_headroom() -> int | None:
 
 def _rlimit_headroom() -> int | None:
     """The process's address-space and data limits (``ulimit -v``/``-d``) minus what it already maps."""
+    if resource is None:
+        return None
     status = {}
     try:
         with open("/proc/self/status") as stream:

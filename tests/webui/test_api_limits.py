@@ -257,3 +257,14 @@ def test_a_16_megapixel_request_under_a_tight_ceiling_is_413_not_a_crash(tmp_pat
     reply = _request_under_ceiling(tmp_path, 4096, 0.9)
     assert reply["status"] == 413 and "4096x4096" in reply["error"] and "tile_size" in reply["error"], reply
     assert str(adapter.MAX_REQUEST_PIXELS) in reply["error"]
+
+
+def test_memory_planning_imports_and_answers_without_the_posix_resource_module():
+    """Windows has no ``resource`` module: the planner must still import (the whole pack imports it)
+    and fall back to the other sources of free memory."""
+    code = ("import sys; sys.modules['resource'] = None; sys.path.insert(0, sys.argv[1]); "
+            "from conftest import pack_module; memory = pack_module('models.common.memory'); "
+            "assert memory.resource is None and memory._rlimit_headroom() is None; "
+            "print(memory.cpu_available_bytes() > 0)")
+    done = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "tests")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
