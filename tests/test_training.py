@@ -22,16 +22,31 @@ def fixed_batch(seed=0, size=32):
     return blurry, sharp
 
 
+class FixedBatch:
+    """A sampler that always gives the same batch."""
+
+    def __init__(self, batch):
+        self.fixed, self.batch = batch, batch[0].shape[0]
+
+    def next_batch(self):
+        return self.fixed
+
+    def state(self):
+        return torch.zeros(1)
+
+    def set_state(self, state):
+        pass
+
+
 @pytest.mark.parametrize("stage,denoiser", [(1, "mixer"), (2, "simple"), (2, "mixer")])
 def test_a_few_steps_lower_the_loss(stage, denoiser, tmp_path):
     torch.manual_seed(0)
     model = training.build_model(dataclasses.replace(training.PRESETS["tiny"], denoiser=denoiser, le_activation="gelu"))
     batch = fixed_batch()
     config = training.TrainConfig(iterations=(50, 50), lr=2e-3, seed=0)
-    trainer = training.Trainer(model, lambda: batch, config, str(tmp_path))
+    trainer = training.Trainer(model, FixedBatch(batch), config, str(tmp_path))
     if stage == 2:
-        trainer.stage = 2
-        trainer.optimizer = trainer._optimizer()
+        trainer.enter_stage(2)
         frozen = {k: v.clone() for k, v in model.net_le.state_dict().items()}
     first = trainer.step()
     for _ in range(14):
@@ -97,9 +112,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     datasets = pack_module("models.blur.datasets")
     sampler = datasets.PatchSampler(datasets.SharpFolder(sharp), 32, 2, 6, train_hidiff.settings_from(args, blur), (0.5, 1.0))
     torch.manual_seed(5)
-    trainer = training.Trainer(training.build_model(training.PRESETS["tiny"]), sampler.next_batch,
-                               training.TrainConfig(iterations=(2, 2), seed=5, checkpoint_every=1), str(tmp_path / "resumed"),
-                               data_state=(sampler.state, sampler.set_state))
+    trainer = training.Trainer(training.build_model(training.PRESETS["tiny"]), sampler,
+                               training.TrainConfig(iterations=(2, 2), seed=5, checkpoint_every=1), str(tmp_path / "resumed"))
     trainer.run(stop_after=3)
     assert (trainer.stage, trainer.iteration) == (2, 1)
     train_cli(common + ["--run", str(tmp_path / "resumed"), "--resume"])

@@ -6,9 +6,13 @@ blurry versions are synthesised on the fly with seeded camera-shake kernels).
     python tools/train_hidiff.py --sharp photos/ --run runs/mine --preset compact --iters 2000 1000
     python tools/train_hidiff.py --paired GoPro/train --run runs/gopro --preset gopro --device cuda --amp bf16
     python tools/train_hidiff.py --run runs/mine --resume ...   # continue after an interruption
+    accelerate launch --num_processes 2 tools/train_hidiff.py --paired GoPro/train --run runs/gopro --batch 4 ...
 
-The run folder gets checkpoint.safetensors + training_state.pt (resumable), loss_log.csv, and at the
-end the model (``--output``, default RUN/model.safetensors) for models/deblur/.
+The loop runs on accelerate: --amp picks its mixed precision, ``accelerate launch`` (or torchrun) trains
+on several GPUs or machines, --batch being per process (W processes of batch B see the samples one
+process of batch W·B would). The run folder gets checkpoint.safetensors + training_state.pt (resumable
+bit for bit), loss_log.csv, and at the end the model (``--output``, default RUN/model.safetensors) for
+models/deblur/.
 """
 from __future__ import annotations
 
@@ -36,10 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--preset", default="compact", help="model size: compact (default), tiny, gopro")
     p.add_argument("--size-json", help="model size as JSON (fields of models.hidiff.training.ModelSize), overrides --preset")
     p.add_argument("--iters", type=int, nargs=2, default=(2000, 1000), metavar=("STAGE1", "STAGE2"))
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="per process (accelerate launch: the global batch is processes x this)")
     p.add_argument("--patch", type=int, default=64, help="training crop size (multiple of 8)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"), help="mixed precision (fp16: CUDA only)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (under accelerate launch: auto or cpu)")
+    p.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"), help="accelerate's mixed precision (fp16: CUDA only)")
     p.add_argument("--log-every", type=int, default=10)
     blur = p.add_argument_group("synthetic blur (--sharp)")
     blur.add_argument("--kind", default="camera_shake", choices=("camera_shake", "linear"))
@@ -134,6 +138,9 @@ def main(argv=None) -> int:
         return 2
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
+    if args.amp == "fp16" and device.type != "cuda":
+        print("error: --amp fp16 needs CUDA; use --amp bf16 or off", file=sys.stderr)
+        return 2
     datasets = blur.datasets
     if args.sharp:
         settings = mix_from(args, blur) if args.mix else settings_from(args, blur)
@@ -165,7 +172,7 @@ def main(argv=None) -> int:
                                   checkpoint_every=args.checkpoint_every, log_every=args.log_every, val_every=args.val_every)
     metadata = {"data": data, "patch": args.patch, "batch": args.batch, "device": str(device), "hardware": hardware(device),
                 "torch": torch.__version__, "notes": args.notes}
-    trainer = training.Trainer(model, sampler.next_batch, config, args.run, device, (sampler.state, sampler.set_state),
+    trainer = training.Trainer(model, sampler, config, args.run, "auto" if args.device == "auto" else str(device),
                                make_validation(args, blur, metrics, hidiff), metadata)
     if args.resume and os.path.exists(checkpoint):
         trainer.load()
@@ -174,15 +181,16 @@ def main(argv=None) -> int:
 
     total = sum(config.iterations)
     done = (config.iterations[0] if trainer.stage == 2 else 0) + trainer.iteration
-    bar = tqdm(total=total, initial=min(done, total), desc="HI-Diff training", disable=os.environ.get("DEBLUR_NO_PROGRESS") == "1")
+    bar = tqdm(total=total, initial=min(done, total), desc="HI-Diff training",
+               disable=os.environ.get("DEBLUR_NO_PROGRESS") == "1" or not trainer.is_main)
 
-    def progress(stage, losses):
+    def progress(iteration, losses):
         bar.update(1)
-        bar.set_postfix(stage=stage, l_pix=f"{losses['l_pix']:.4f}", **({"l_prior": f"{losses['l_prior']:.4f}"} if "l_prior" in losses else {}))
+        bar.set_postfix(stage=trainer.stage, l_pix=f"{losses['l_pix']:.4f}", **({"l_prior": f"{losses['l_prior']:.4f}"} if "l_prior" in losses else {}))
 
     started = time.time()
     try:
-        trainer.run(progress)
+        trainer.run(progress=progress)
     except KeyboardInterrupt:
         trainer.save()
         print(f"\ninterrupted; checkpoint saved in {args.run} (continue with --resume)", file=sys.stderr)
@@ -192,6 +200,8 @@ def main(argv=None) -> int:
     output = args.output or os.path.join(args.run, "model.safetensors")
     trainer.model.colour_fix = args.colour_fix  # only in the exported file: checkpoints keep training plain
     trainer.export(output)
+    if not trainer.is_main:
+        return 0
     print(f"wrote {output} ({os.path.getsize(output) / 1e6:.2f} MB) after {time.time() - started:.0f} s "
           f"({trainer.elapsed:.0f} s of training steps in total); log: {os.path.join(args.run, training.LOG)}")
     return 0

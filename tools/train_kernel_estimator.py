@@ -8,7 +8,12 @@ its output), stage 2 T alone with M frozen.
     python tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --iters 8000 1500 --resume
     python tools/train_kernel_estimator.py --sharp photos/ --run runs/tuned --init model.safetensors --iters 2000 300 --lr 2e-4
 
-The run folder gets checkpoint.safetensors + training_state.pt (resumable) and loss_log.csv; at the end
+    accelerate launch --num_processes 2 tools/train_kernel_estimator.py --sharp photos/ --run runs/estimator --batch 4
+
+The loop runs on accelerate: --amp picks its mixed precision, ``accelerate launch`` (or torchrun) trains
+on several GPUs or machines, --batch being per process (W processes of batch B see the samples one
+process of batch W·B would).
+The run folder gets checkpoint.safetensors + training_state.pt (resumable bit for bit) and loss_log.csv; at the end
 the model (``--output``, default RUN/model.safetensors), loadable by the Blur Kernel Estimate node from
 models/deblur/FideDiff/.
 """
@@ -32,13 +37,14 @@ def parse_args(argv=None):
     p.add_argument("--basis", type=int, default=8, help="basis kernels per image")
     p.add_argument("--widths", type=int, nargs="+", default=(16, 32, 64, 96), help="M's UNet widths")
     p.add_argument("--regressor-width", type=int, default=64)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="per process (accelerate launch: the global batch is processes x this)")
     p.add_argument("--patch", type=int, default=64, help="training crop (multiple of 8)")
     p.add_argument("--frames", type=int, nargs=2, default=(1, 21), metavar=("MIN", "MAX"),
                    help="frames averaged (odd counts in the range; level 20 (n - 1))")
     p.add_argument("--speed", type=float, nargs=2, default=(0.4, 0.9), metavar=("MIN", "MAX"),
                    help="motion per frame in px; (MAX frames - 1) / 2 x MAX speed must fit in half the kernel")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (under accelerate launch: auto or cpu)")
+    p.add_argument("--amp", default="off", choices=("off", "fp16", "bf16"), help="accelerate's mixed precision (fp16: CUDA only)")
     return parse_training_args(p, argv)
 
 
@@ -59,15 +65,18 @@ def main(argv=None) -> int:
             estimator.EstimatorConfig(kernel_size=args.kernel_size, basis=args.basis, widths=tuple(args.widths)),
             estimator.RegressorConfig(kernel_size=args.kernel_size, width=args.regressor_width))
     sampler = training.EstimatorSampler(pack_module("models.blur.datasets").SharpFolder(args.sharp), data, args.seed)
-    trainer = training.EstimatorTrainer(model, sampler, config, args.run, device,
-                                        metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp)),
+    if args.amp == "fp16" and device.type != "cuda":
+        raise SystemExit("error: --amp fp16 needs CUDA; use --amp bf16 or off")
+    trainer = training.EstimatorTrainer(model, sampler, config, args.run, "auto" if args.device == "auto" else str(device),
+                                        mixed_precision={"off": "no"}.get(args.amp, args.amp), metadata={"data": vars(data), "source": os.path.basename(os.path.normpath(args.sharp)),
                                                   "init": os.path.basename(args.init) if args.init else None})
     run_trainer(trainer, args.resume, lambda t: f"stage {t.stage}, iteration {t.iteration}", 50,
-                lambda stage, iteration, losses: f"stage {stage} it {iteration}: reblur {losses['l_reblur']:.5f}  "
+                lambda iteration, losses: f"stage {trainer.stage} it {iteration}: reblur {losses['l_reblur']:.5f}  "
                                                  f"level MAE {losses['level_mae']:.1f} ")
     output = args.output or os.path.join(args.run, "model.safetensors")
     trainer.export(output)
-    print(f"wrote {output}", flush=True)
+    if trainer.is_main:
+        print(f"wrote {output}", flush=True)
     return 0
 
 

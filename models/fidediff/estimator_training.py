@@ -15,14 +15,15 @@ blurry image exactly. Each sharp crop keeps a margin of ``m // 2`` so the reblur
 Stage 1 trains M on ``L1(reblur(sharp, M(blurry)), blurry)`` plus, since the synthetic kernel is known, a
 small kernel term (:func:`kernel_loss`, ``kernel_weight``; 0 gives the paper's reblur-only loss), and alongside T on M's detached output
 (``L1(T(kernel grid), t)`` on every cell, for the samples with a known level); stage 2 trains T alone with
-M frozen, so T ends fitted to the final M. AdamW, cosine learning rate, gradient clipping.
+M frozen, so T ends fitted to the final M. AdamW, cosine learning rate, gradient clipping. The loop is the
+shared :class:`~..common.training_loop.TrainingLoop` on accelerate (mixed precision, ``accelerate launch``
+for several processes, resumable bit for bit from ``checkpoint.safetensors`` + ``training_state.pt``).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,7 +34,7 @@ from ..blur.frames import average_frames, blur_level
 from ..blur.synthesis import BlurSettings, degrade, draw_kernels
 from ..blur.convolve import grid_weights
 from ..blur.trajectory import shake_trajectory
-from ..common.training_loop import append_log_row, read_training_state, save_run_files
+from ..common.training_loop import TrainingLoop, append_log_row, read_training_state, save_run_files
 from .estimator import LEVEL_MAX, BlurLevelRegressor, EstimatorConfig, KernelEstimate, KernelEstimator, RegressorConfig, level_grid
 from .estimator_model import BlurEstimator, load_blur_estimator, save_blur_estimator
 
@@ -191,116 +192,125 @@ def build_estimator(estimator: EstimatorConfig | None = None, regressor: Regress
     return BlurEstimator(KernelEstimator(estimator), BlurLevelRegressor(regressor))
 
 
-class EstimatorTrainer:
-    """Runs both stages on ``sampler``; ``run_dir`` holds the checkpoint pair and the loss log."""
+class StageLoss(torch.nn.Module):
+    """One stage's losses as one module (accelerate's DDP wrapper per stage averages the gradients of
+    the parts that stage trains; stage 2 runs M without gradients)."""
+
+    def __init__(self, model: BlurEstimator, stage: int):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, blurry, sharp, level, known, truth) -> dict[str, torch.Tensor]:
+        with torch.set_grad_enabled(self.stage == 1 and torch.is_grad_enabled()):
+            estimate = self.model.estimator(blurry)
+            l_reblur = reblur_loss(estimate, blurry, sharp)
+            l_kernel = kernel_loss(estimate, truth)
+        grid = estimate.detach().kernel_map(level_grid(*blurry.shape[-2:]))
+        return {"l_reblur": l_reblur, "l_kernel": l_kernel, "level_mae": time_loss(self.model.regressor(grid), level, known)}
+
+
+class EstimatorTrainer(TrainingLoop):
+    """Runs both stages on ``sampler`` through the shared :class:`TrainingLoop` (accelerate: ``device``,
+    ``mixed_precision``, several processes); ``run_dir`` holds the checkpoint pair and the loss log.
+
+    With several processes the time loss averages each process's known-level samples and DDP averages
+    those means: equal to one process's mean only when every process holds as many known levels
+    (always with ``frame_share`` 1); the reblur and kernel losses match exactly."""
 
     def __init__(self, model: BlurEstimator, sampler: EstimatorSampler, config: EstimatorTrainConfig, run_dir: str,
-                 device: torch.device | str = "cpu", metadata: dict | None = None):
-        self.model = model.to(device)
-        self.sampler = sampler
+                 device: torch.device | str = "cpu", metadata: dict | None = None, mixed_precision: str = "no"):
+        super().__init__(run_dir, sampler, mixed_precision, str(device))
+        self.model = model.to(self.accelerator.device)
         self.config = config
-        self.run_dir = run_dir
-        self.device = torch.device(device)
+        self.checkpoint_every, self.log_every = config.checkpoint_every, config.log_every
         self.metadata = metadata or {}
-        self.stage, self.iteration, self.elapsed = 1, 0, 0.0
         torch.manual_seed(config.seed)
-        self.optimizer = self._optimizer()
+        self.enter_stage(1)
         os.makedirs(run_dir, exist_ok=True)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def enter_stage(self, stage: int, iteration: int = 0) -> None:
         c = self.config
-        self.model.estimator.requires_grad_(self.stage == 1)
+        self.stage, self.step_index, self.steps = stage, iteration, c.iterations[stage - 1]
+        self.model.estimator.requires_grad_(stage == 1)
         self.model.regressor.requires_grad_(True)
         groups = [{"params": list(self.model.regressor.parameters()), "base_lr": c.level_lr}]
-        if self.stage == 1:
+        if stage == 1:
             groups.insert(0, {"params": list(self.model.estimator.parameters()), "base_lr": c.lr})
-        return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+        self.params = [p for group in groups for p in group["params"]]
+        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
+        self.losses, self.optimizer = self.prepare(StageLoss(self.model, stage), optimizer)
+        self.optimizers = {"g": self.optimizer}
+
+    def next_stage(self) -> bool:
+        if self.stage == 2:
+            return False
+        self.enter_stage(2)
+        return True
+
+    @property
+    def iteration(self) -> int:
+        return self.step_index
 
     @property
     def done(self) -> bool:
-        return self.stage == 2 and self.iteration >= self.config.iterations[1]
+        return self.stage == 2 and self.step_index >= self.config.iterations[1]
 
     def step(self) -> dict[str, float]:
         c = self.config
         for group in self.optimizer.param_groups:
-            group["lr"] = c.learning_rate(group["base_lr"], self.stage, self.iteration)
-        blurry, sharp, level, known, truth = self.sampler.next_batch()
-        blurry, sharp = blurry.to(self.device), sharp.to(self.device)
+            group["lr"] = c.learning_rate(group["base_lr"], self.stage, self.step_index)
+        device = self.accelerator.device
+        blurry, sharp, level, known, truth = (x.to(device) for x in self.sampler.next_batch())
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.set_grad_enabled(self.stage == 1):
-            estimate = self.model.estimator(blurry)
-            l_reblur = reblur_loss(estimate, blurry, sharp)
-            l_kernel = kernel_loss(estimate, truth.to(self.device))
-        grid = estimate.detach().kernel_map(level_grid(*blurry.shape[-2:]))
-        l_time = time_loss(self.model.regressor(grid), level.to(self.device), known.to(self.device))
-        total = l_time / LEVEL_MAX
+        losses = self.losses(blurry, sharp, level, known, truth)
+        total = losses["level_mae"] / LEVEL_MAX
         if self.stage == 1:
-            total = total + l_reblur + c.kernel_weight * l_kernel
-        total.backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+            total = total + losses["l_reblur"] + c.kernel_weight * losses["l_kernel"]
+        self.accelerator.backward(total)
+        self.accelerator.clip_grad_norm_(self.params, c.grad_clip)
         self.optimizer.step()
-        self.iteration += 1
-        return {"lr": self.optimizer.param_groups[0]["lr"], "l_reblur": float(l_reblur.detach()),
-                "l_kernel": float(l_kernel.detach()), "level_mae": float(l_time.detach())}
+        return {"lr": self.optimizer.param_groups[0]["lr"], **{k: float(v.detach()) for k, v in losses.items()}}
 
-    def run(self, stop_after: int | None = None, progress=None) -> None:
-        c = self.config
-        steps, sums, count = 0, {}, 0
-        while not self.done and (stop_after is None or steps < stop_after):
-            if self.iteration >= c.iterations[self.stage - 1]:
-                self.stage, self.iteration = 2, 0
-                self.optimizer = self._optimizer()
-                continue
-            started = time.perf_counter()
-            losses = self.step()
-            self.elapsed += time.perf_counter() - started
-            steps += 1
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            last = self.iteration == c.iterations[self.stage - 1]
-            if self.iteration % c.log_every == 0 or last:
-                self._log({k: v / count for k, v in sums.items()})
-                sums, count = {}, 0
-            if progress:
-                progress(self.stage, self.iteration, losses)
-            if self.iteration % c.checkpoint_every == 0 or last:
-                self.save()
-
-    def _log(self, means: dict[str, float]) -> None:
-        append_log_row(os.path.join(self.run_dir, LOG), LOG_FIELDS, {"stage": self.stage, "iteration": self.iteration, "lr": f"{means['lr']:.6g}",
+    def log(self, means: dict[str, float], seconds: float, extra: dict) -> None:
+        append_log_row(os.path.join(self.run_dir, LOG), LOG_FIELDS, {"stage": self.stage, "iteration": self.step_index, "lr": f"{means['lr']:.6g}",
                              "l_reblur": f"{means['l_reblur']:.6g}", "l_kernel": f"{means['l_kernel']:.4g}", "level_mae": f"{means['level_mae']:.4g}",
                              "seconds": f"{self.elapsed:.1f}"})
 
     def _info(self) -> dict[str, str]:
-        return {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
-                                        "config": asdict(self.config), **self.metadata}, default=str)}
+        return {"training": json.dumps({"stage": self.stage, "iteration": self.step_index, "seconds": round(self.elapsed, 1),
+                                        "config": asdict(self.config), "processes": self.accelerator.num_processes,
+                                        **self.metadata}, default=str)}
 
     def save(self) -> None:
-        """Write the model and the training state; the pair is replaced atomically."""
+        """Write the model and the training state; the pair is replaced atomically (the state keeps
+        the keys of the runs before accelerate, so older run folders resume)."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
-        state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
-                 "optimizer": self.optimizer.state_dict(), "data": self.sampler.state(),
-                 "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
-        save_run_files(model_path, lambda path: save_blur_estimator(self.model, path, self._info()), state_path, state)
+        loop = self.loop_state()
+        state = {"stage": self.stage, "iteration": self.step_index, "elapsed": self.elapsed,
+                 "optimizer": loop["optimizers"]["g"], "data": loop["sampler"],
+                 "torch_rng": loop["torch_rng"], "config": json.dumps(asdict(self.config))}
+        if "scaler" in loop:
+            state["scaler"] = loop["scaler"]
+        info = self._info()
+        save_run_files(model_path, lambda path: save_blur_estimator(self.model, path, info), state_path, state)
 
     def load(self) -> None:
         """Continue from the run folder's checkpoint (weights, stage, optimiser, data stream)."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
         state = read_training_state(state_path)
         loaded = load_blur_estimator(model_path)
-        self.model.estimator.load_state_dict(loaded.estimator.state_dict())
-        self.model.regressor.load_state_dict(loaded.regressor.state_dict())
-        self.stage, self.iteration, self.elapsed = int(state["stage"]), int(state["iteration"]), float(state["elapsed"])
-        self.optimizer = self._optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.set_state(state["data"])
-        torch.set_rng_state(state["torch_rng"])
+        with torch.no_grad():
+            self.model.estimator.load_state_dict(loaded.estimator.state_dict())
+            self.model.regressor.load_state_dict(loaded.regressor.state_dict())
+        self.enter_stage(int(state["stage"]), int(state["iteration"]))
+        self.load_loop_state({"optimizers": {"g": state["optimizer"]}, "sampler": state["data"], "torch_rng": state["torch_rng"],
+                              "elapsed": state["elapsed"], **({"scaler": state["scaler"]} if "scaler" in state else {})})
 
     def export(self, path: str, extra: dict[str, str] | None = None) -> None:
-        save_blur_estimator(self.model, path, {**self._info(), **(extra or {})})
+        if self.is_main:
+            save_blur_estimator(self.model, path, {**self._info(), **(extra or {})})
+        self.accelerator.wait_for_everyone()
 
 
 def train_estimator(sharp_dir: str, run_dir: str, iterations: tuple[int, int], resume: bool = False,

@@ -181,16 +181,13 @@ class FideDiffTrainer(TrainingLoop):
 
     def __init__(self, config: TrainConfig, base_path: str, sampler: TrajectorySampler, run_dir: str,
                  adapter_path: str | None = None, estimator_path: str | None = None, cpu: bool = False):
-        from accelerate import Accelerator
-
         if config.stage not in ("base", "control"):
             raise ValueError(f"FideDiffTrainer runs the stages 'base' and 'control', not {config.stage!r}")
-        super().__init__(run_dir, sampler)
+        super().__init__(run_dir, sampler, config.mixed_precision, "cpu" if cpu else "auto")
         self.config = config
         self.stage, self.steps = config.stage, config.steps
         self.checkpoint_every, self.log_every = config.checkpoint_every, config.log_every
         self.base_path, self.adapter_path, self.estimator_path = base_path, adapter_path, estimator_path
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu)
         torch.manual_seed(config.seed)
         self._build()
 
@@ -276,7 +273,9 @@ class FideDiffTrainer(TrainingLoop):
             with torch.no_grad():
                 kernel_map = self.estimator.kernel_grid(blurry)
             k_in = kernel_input(kernel_map, blurry.shape[-2:], z_t.shape[-2:], c.latent_downsample)
-            use_estimate = torch.rand(t.shape[0], generator=self.sampler.generator) < c.estimate_share
+            # drawn for the global batch, each process keeping its part (as the data)
+            draw = torch.rand(t.shape[0] * self.accelerator.num_processes, generator=self.sampler.generator)
+            use_estimate = self.local_part(draw) < c.estimate_share
             with torch.no_grad():
                 estimated = self.estimator.regressor(kernel_map).mean((1, 2, 3)).clamp(0, 400)
             t_step = torch.where(use_estimate.to(t.device), estimated, t)

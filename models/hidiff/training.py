@@ -13,15 +13,17 @@ the gradient norm clipped to 0.01, the learning rate constant for the first thir
 cosine-annealed to 1e-6 over the rest (their 100k + 200k of 300k). Progressive patch sizes are not
 reproduced; one patch size is used throughout.
 
-A run is resumable: ``checkpoint.safetensors`` (the pack's model format, ``net_le`` included) plus
-``training_state.pt`` (stage, iteration, optimiser, random generators) are written together.
+The loop is the shared :class:`~..common.training_loop.TrainingLoop` on accelerate: mixed precision,
+several GPUs or machines (``accelerate launch tools/train_hidiff.py ...``; W processes of batch B draw
+the samples one process of batch W·B would). A run is resumable bit for bit: ``checkpoint.safetensors``
+(the pack's model format, ``net_le`` included) plus ``training_state.pt`` (stage, iteration, optimiser,
+random generators; the same keys as before accelerate, so older run folders resume) are written together.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..common.checkpoint import CheckpointError
-from ..common.training_loop import append_log_row, read_training_state, save_run_files
+from ..common.training_loop import TrainingLoop, append_log_row, read_training_state, save_run_files
 from .denoiser import MixerDenoiser, SimpleDenoiser
 from .diffusion import SamplerConfig
 from .latent_encoder import LatentEncoder, LatentEncoderConfig
@@ -41,6 +43,7 @@ CHECKPOINT = "checkpoint.safetensors"
 STATE = "training_state.pt"
 LOG = "loss_log.csv"
 LOG_FIELDS = ("stage", "iteration", "lr", "l_pix", "l_prior", "l_total", "val_psnr", "seconds")
+AMP = {"off": "no", "fp16": "fp16", "bf16": "bf16"}  # --amp → accelerate's mixed precision
 
 
 @dataclass
@@ -103,7 +106,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 0.01
-    amp: str = "off"  # 'off', 'fp16' (CUDA, with loss scaling) or 'bf16'
+    amp: str = "off"  # 'off', 'fp16' (CUDA, accelerate's loss scaling) or 'bf16' (accelerate's autocast)
     seed: int = 100
     checkpoint_every: int = 500
     log_every: int = 10
@@ -145,134 +148,122 @@ def stage_two_loss(model: HIDiff, blurry: torch.Tensor, sharp: torch.Tensor, noi
     return {"l_pix": l_pix, "l_prior": l_prior, "l_total": l_pix + l_prior}
 
 
-class Trainer:
-    """Runs both stages on batches from ``next_batch()``; ``run_dir`` holds checkpoints and the log."""
+class StageLoss(torch.nn.Module):
+    """One stage's losses as one module, so accelerate's DDP wrapper averages the gradients of exactly
+    that stage's trainable parts (a new wrapper per stage) and its autocast covers the forward pass."""
 
-    def __init__(self, model: HIDiff, next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]], config: TrainConfig,
-                 run_dir: str, device: torch.device | str = "cpu", data_state: tuple[Callable, Callable] | None = None,
+    def __init__(self, model: HIDiff, stage: int):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, blurry: torch.Tensor, sharp: torch.Tensor, noise: torch.Tensor | None = None):
+        if self.stage == 1:
+            return stage_one_loss(self.model, blurry, sharp)
+        return stage_two_loss(self.model, blurry, sharp, noise)
+
+
+class Trainer(TrainingLoop):
+    """Runs both stages on ``sampler`` (``next_batch() -> (blurry, sharp)``, ``state``/``set_state``,
+    ``batch``) through the shared :class:`TrainingLoop` (accelerate: ``device``, ``config.amp``, several
+    processes); ``run_dir`` holds the checkpoint pair and the log."""
+
+    def __init__(self, model: HIDiff, sampler, config: TrainConfig, run_dir: str, device: torch.device | str = "cpu",
                  validate: Callable[[HIDiff, int], float] | None = None, metadata: dict | None = None):
         if model.net_le is None:
             raise ValueError("training needs the stage-one encoder net_le (build the model with build_model)")
-        self.model = model.to(device)
-        self.next_batch = next_batch
+        if config.amp not in AMP:
+            raise ValueError(f"amp must be one of {tuple(AMP)}, got {config.amp!r}")
+        super().__init__(run_dir, sampler, AMP[config.amp], str(device))
+        self.model = model.to(self.accelerator.device)
         self.config = config
-        self.run_dir = run_dir
-        self.device = torch.device(device)
-        self.data_state = data_state  # (get_state, set_state) of the data stream, saved with checkpoints
+        self.checkpoint_every, self.log_every = config.checkpoint_every, config.log_every
         self.validate = validate
         self.metadata = metadata or {}
-        self.stage, self.iteration, self.elapsed = 1, 0, 0.0
         self.noise = torch.Generator().manual_seed(config.seed + 2)
-        self.optimizer = self._optimizer()
-        if config.amp == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 mixed precision needs CUDA; use --amp bf16 or off on the CPU")
-        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        self.enter_stage(1)
         os.makedirs(run_dir, exist_ok=True)
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def enter_stage(self, stage: int, iteration: int = 0) -> None:
+        """Freeze all but the stage's modules, a fresh AdamW, a DDP/autocast wrapper for the stage."""
+        self.stage, self.step_index, self.steps = stage, iteration, self.config.iterations[stage - 1]
         for part in (self.model.net_g, self.model.net_le, self.model.net_le_dm, self.model.net_d):
             part.requires_grad_(False)
         params = []
-        for module in stage_modules(self.model, self.stage):
+        for module in stage_modules(self.model, stage):
             module.requires_grad_(True)
             params += list(module.parameters())
         c = self.config
-        return torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.params = params
+        optimizer = torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.losses, self.optimizer = self.prepare(StageLoss(self.model, stage), optimizer)
+        self.optimizers = {"g": self.optimizer}
+
+    def next_stage(self) -> bool:
+        if self.stage == 2:
+            return False
+        self.enter_stage(2)
+        self.checkpoint()
+        return True
+
+    @property
+    def iteration(self) -> int:
+        return self.step_index
 
     @property
     def done(self) -> bool:
-        return self.stage > 2 or (self.stage == 2 and self.iteration >= self.config.iterations[1])
+        return self.stage == 2 and self.step_index >= self.config.iterations[1]
 
     # -- one step -------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
         c = self.config
-        lr = c.learning_rate(self.stage, self.iteration)
+        lr = c.learning_rate(self.stage, self.step_index)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        blurry, sharp = (x.to(self.device, non_blocking=True) for x in self.next_batch())
+        device = self.accelerator.device
+        blurry, sharp = (x.to(device, non_blocking=True) for x in self.sampler.next_batch())
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(self.device.type, dtype=torch.float16 if c.amp == "fp16" else torch.bfloat16,
-                                  enabled=c.amp != "off")
-        with autocast:
-            if self.stage == 1:
-                losses = stage_one_loss(self.model, blurry, sharp)
-            else:
-                shape = (blurry.shape[0], *self.model.prior_shape)
-                losses = stage_two_loss(self.model, blurry, sharp, torch.randn(shape, generator=self.noise))
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        if self.scaler:
-            self.scaler.scale(losses["l_total"]).backward()
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            losses["l_total"].backward()
-            torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
-            self.optimizer.step()
-        self.iteration += 1
+        noise = None
+        if self.stage == 2:  # drawn for the global batch, so W processes match one (see TrainingLoop)
+            shape = (blurry.shape[0] * self.accelerator.num_processes, *self.model.prior_shape)
+            noise = self.local_part(torch.randn(shape, generator=self.noise)).to(device)
+        losses = self.losses(blurry, sharp, noise)
+        self.accelerator.backward(losses["l_total"])
+        self.accelerator.clip_grad_norm_(self.params, c.grad_clip)
+        self.optimizer.step()
         return {"lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
 
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self, progress: Callable[[int, dict], None] | None = None, stop_after: int | None = None) -> None:
-        """Train until both stages are done (or ``stop_after`` more steps), checkpointing as configured."""
+    def validation(self) -> dict | None:
         c = self.config
-        steps = 0
-        sums, count = {}, 0
-        while not self.done and (stop_after is None or steps < stop_after):
-            if self.iteration >= c.iterations[self.stage - 1]:
-                self._next_stage()
-                continue
-            started = time.perf_counter()
-            losses = self.step()
-            self.elapsed += time.perf_counter() - started
-            steps += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            val = None
-            if self.validate and c.val_every and self.iteration % c.val_every == 0:
-                val = self.validate(self.model, self.stage)
-            if self.iteration % c.log_every == 0 or val is not None or self.iteration == c.iterations[self.stage - 1]:
-                self._log({k: v / count for k, v in sums.items()}, val)
-                sums, count = {}, 0
-            if progress:
-                progress(self.stage, losses)
-            if self.iteration % c.checkpoint_every == 0 or self.iteration == c.iterations[self.stage - 1]:
-                self.save()
-        if self.done:
-            self.stage, self.iteration = 2, c.iterations[1]
+        if not (self.validate and c.val_every and self.step_index % c.val_every == 0):
+            return None
+        return {"val_psnr": f"{self.validate(self.model, self.stage):.3f}"}
 
-    def _next_stage(self) -> None:
-        if self.stage == 2:
-            self.stage = 3
-            return
-        self.stage, self.iteration = 2, 0
-        self.optimizer = self._optimizer()
-        self.save()
-
-    def _log(self, means: dict[str, float], val: float | None) -> None:
-        row = {"stage": self.stage, "iteration": self.iteration, "seconds": f"{self.elapsed:.1f}",
-               "val_psnr": "" if val is None else f"{val:.3f}"}
+    def log(self, means: dict[str, float], seconds: float, extra: dict) -> None:
+        row = {"stage": self.stage, "iteration": self.step_index, "seconds": f"{self.elapsed:.1f}",
+               "val_psnr": extra.get("val_psnr", "")}
         for key in ("lr", "l_pix", "l_prior", "l_total"):
             row[key] = f"{means[key]:.6g}" if key in means else ""
         append_log_row(os.path.join(self.run_dir, LOG), LOG_FIELDS, row)
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def _info(self) -> dict[str, str]:
+        return {"training": json.dumps({"stage": self.stage, "iteration": self.step_index, "seconds": round(self.elapsed, 1),
+                                        "config": asdict(self.config), "processes": self.accelerator.num_processes,
+                                        **self.metadata}, default=str)}
+
     def save(self) -> None:
-        """Write the model (pack format) and the training state; the pair is replaced atomically."""
+        """Write the model (pack format) and the training state; the pair is replaced atomically. The
+        state keeps the keys of the runs before accelerate (old run folders resume)."""
         model_path, state_path = os.path.join(self.run_dir, CHECKPOINT), os.path.join(self.run_dir, STATE)
-        info = {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
-                                        "config": asdict(self.config), **self.metadata}, default=str)}
-        state = {"stage": self.stage, "iteration": self.iteration, "elapsed": self.elapsed,
-                 "optimizer": self.optimizer.state_dict(), "noise": self.noise.get_state(),
-                 "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(self.config))}
-        if self.data_state:
-            state["data"] = self.data_state[0]()
-        if self.scaler:
-            state["scaler"] = self.scaler.state_dict()
+        loop = self.loop_state()
+        state = {"stage": self.stage, "iteration": self.step_index, "elapsed": self.elapsed,
+                 "optimizer": loop["optimizers"]["g"], "noise": self.noise.get_state(), "torch_rng": loop["torch_rng"],
+                 "data": loop["sampler"], "config": json.dumps(asdict(self.config))}
+        if "scaler" in loop:
+            state["scaler"] = loop["scaler"]
+        info = self._info()
         save_run_files(model_path, lambda path: save_hidiff(self.model, path, source="trained with tools/train_hidiff.py",
                                                             extra=info), state_path, state)
 
@@ -283,20 +274,16 @@ class Trainer:
         loaded = load_hidiff(model_path)
         if loaded.net_le is None:
             raise CheckpointError(model_path, "has no net_le; it is not a training checkpoint")
-        for part in ("net_g", "net_le_dm", "net_d", "net_le"):
-            getattr(self.model, part).load_state_dict(getattr(loaded, part).state_dict())
-        self.stage, self.iteration, self.elapsed = int(state["stage"]), int(state["iteration"]), float(state["elapsed"])
-        self.optimizer = self._optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            for part in ("net_g", "net_le_dm", "net_d", "net_le"):
+                getattr(self.model, part).load_state_dict(getattr(loaded, part).state_dict())
+        self.enter_stage(int(state["stage"]), int(state["iteration"]))
         self.noise.set_state(state["noise"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.data_state and "data" in state:
-            self.data_state[1](state["data"])
-        if self.scaler and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+        self.load_loop_state({"optimizers": {"g": state["optimizer"]}, "sampler": state["data"], "torch_rng": state["torch_rng"],
+                              "elapsed": state["elapsed"], **({"scaler": state["scaler"]} if "scaler" in state else {})})
 
     def export(self, path: str, extra: dict | None = None) -> None:
         """Write the trained model in the pack's format (with ``net_le``, so training can continue)."""
-        info = {"training": json.dumps({"stage": self.stage, "iteration": self.iteration, "seconds": round(self.elapsed, 1),
-                                        "config": asdict(self.config), **self.metadata}, default=str), **(extra or {})}
-        save_hidiff(self.model, path, source="trained with tools/train_hidiff.py", extra=info)
+        if self.is_main:
+            save_hidiff(self.model, path, source="trained with tools/train_hidiff.py", extra={**self._info(), **(extra or {})})
+        self.accelerator.wait_for_everyone()

@@ -78,6 +78,15 @@ class MixedSampler:
         self.samplers[1].set_state(state["second"])
         self.turn = int(state["turn"])
 
+    @property
+    def batch(self) -> int:
+        return self.samplers[0].batch
+
+    @batch.setter
+    def batch(self, size: int) -> None:  # several processes: both samplers draw the global batch
+        for sampler in self.samplers:
+            sampler.batch = size
+
 
 def assign_parts(model: OSDD, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy an OSDD file's tensors into a fresh (unmerged) model of the same ranks."""
@@ -135,13 +144,10 @@ class OSDDTrainer(TrainingLoop):
 
     def __init__(self, config: TrainConfig, base_path: str, sampler, run_dir: str, previous: str | None = None,
                  cpu: bool = False):
-        from accelerate import Accelerator
-
-        super().__init__(run_dir, sampler)
+        super().__init__(run_dir, sampler, config.mixed_precision, "cpu" if cpu else "auto")
         c = self.config = config
         self.stage, self.steps = c.stage, c.steps
         self.checkpoint_every, self.log_every = c.checkpoint_every, c.log_every
-        self.accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=cpu)
         torch.manual_seed(c.seed)
         base = load_base(base_path, with_text=previous is None)  # the first stage seeds the prompt embedding
         model = OSDD.fresh(base, OSDDConfig(), c.unet_rank, c.vae_rank, _prompt_embedding(base))
