@@ -39,6 +39,8 @@ def training_parser(doc: str, lr: float, seed: int, checkpoint_every: int) -> ar
     common.add_argument("--seed", type=int, default=seed)
     common.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
     common.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    common.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
+                        help="train this many steps, checkpoint and stop without writing the model (continue with --resume)")
     return p
 
 
@@ -50,20 +52,28 @@ def parse_training_args(p: argparse.ArgumentParser, argv=None) -> argparse.Names
     return args
 
 
-def run_trainer(trainer, resume: bool, where: Callable[[object], str], every: int, line: Callable[..., str]) -> None:
-    """Resume ``trainer`` when asked (printing ``resumed at <where(trainer)>``), then run it to the end,
-    printing ``line(*progress)`` and the seconds so far every ``every`` steps. A trainer's progress
-    arguments end with (step, losses)."""
+def run_trainer(trainer, resume: bool, where: Callable[[object], str], every: int, line: Callable[..., str],
+                stop_after: int = 0) -> bool:
+    """Resume ``trainer`` when asked (printing ``resumed at <where(trainer)>``), then run it to the end
+    (or ``stop_after`` steps when not 0), printing ``line(step, losses)`` and the seconds so far every
+    ``every`` steps on the main process. True when training is over, False when stopped early (printed)."""
+    main = trainer.accelerator.is_main_process
     if resume:
         trainer.load()
-        print(f"resumed at {where(trainer)}", flush=True)
+        if main:
+            print(f"resumed at {where(trainer)}", flush=True)
     started = time.time()
 
     def report(*progress):
         if progress[-2] % every == 0:
             print(f"{line(*progress)} ({time.time() - started:.0f} s)", flush=True)
 
-    trainer.run(progress=report)
+    trainer.run(stop_after=stop_after or None, progress=report)
+    if not trainer.finished:
+        if main:
+            print(f"stopped at {where(trainer)} after --stop-after {stop_after}; continue with --resume", flush=True)
+        return False
+    return True
 
 
 def resolve_model(name: str | None) -> tuple[str, str]:

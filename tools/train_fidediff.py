@@ -80,7 +80,9 @@ def main(argv=None) -> int:
         sampler = training.TrajectorySampler(datasets.SharpFolder(args.sharp), config.crop, config.scenes, config.seed, config.points)
     trainer = training.FideDiffTrainer(config, args.base, sampler, args.run, args.adapter, args.estimator, cpu=args.cpu)
     run_trainer(trainer, args.resume, lambda t: f"step {t.step_index}", 10,
-                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}")
+                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}", args.stop_after)
+    if not trainer.finished or not trainer.is_main:
+        return 0
     output = args.output or os.path.join(args.run, "adapter.safetensors")
     trainer.export(output)
     print(f"wrote {output}", flush=True)

@@ -190,13 +190,18 @@ def main(argv=None) -> int:
 
     started = time.time()
     try:
-        trainer.run(progress=progress)
+        trainer.run(stop_after=args.stop_after or None, progress=progress)
     except KeyboardInterrupt:
         trainer.save()
         print(f"\ninterrupted; checkpoint saved in {args.run} (continue with --resume)", file=sys.stderr)
         return 130
     finally:
         bar.close()
+    if not trainer.finished:
+        if trainer.is_main:
+            print(f"stopped at stage {trainer.stage}, iteration {trainer.iteration} after --stop-after {args.stop_after}; "
+                  f"continue with --resume", file=sys.stderr)
+        return 0
     output = args.output or os.path.join(args.run, "model.safetensors")
     trainer.model.colour_fix = args.colour_fix  # only in the exported file: checkpoints keep training plain
     trainer.export(output)

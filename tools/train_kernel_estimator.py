@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
+
 from _cli import parse_training_args, pick_device, run_trainer, training_parser
 from _pack import pack_module
 
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
                                  frames=tuple(args.frames), speed=tuple(args.speed))
     config = training.EstimatorTrainConfig(iterations=tuple(args.iters), lr=args.lr, seed=args.seed,
                                            checkpoint_every=args.checkpoint_every)
+    torch.manual_seed(args.seed)  # the initial weights follow --seed (every process builds the same model)
     if args.init:
         model = pack_module("models.fidediff.estimator_model").load_blur_estimator(args.init).train()
         data.kernel_size = model.kernel_size
@@ -72,7 +75,9 @@ def main(argv=None) -> int:
                                                   "init": os.path.basename(args.init) if args.init else None})
     run_trainer(trainer, args.resume, lambda t: f"stage {t.stage}, iteration {t.iteration}", 50,
                 lambda iteration, losses: f"stage {trainer.stage} it {iteration}: reblur {losses['l_reblur']:.5f}  "
-                                                 f"level MAE {losses['level_mae']:.1f} ")
+                                                 f"level MAE {losses['level_mae']:.1f} ", args.stop_after)
+    if not trainer.finished:
+        return 0
     output = args.output or os.path.join(args.run, "model.safetensors")
     trainer.export(output)
     if trainer.is_main:

@@ -86,7 +86,9 @@ def main(argv=None) -> int:
         print(f"note: no {result} yet; the eVAE skips start untrained (zero: the plain SD decoder)", flush=True)
     trainer = training.OSDDTrainer(config, args.base, sampler, os.path.join(args.run, args.stage), previous, cpu=args.cpu)
     run_trainer(trainer, args.resume, lambda t: f"step {t.step_index}", 10,
-                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}")
+                lambda step, losses: f"{args.stage} step {step}: loss {losses['loss']:.4f}", args.stop_after)
+    if not trainer.finished or not trainer.is_main:
+        return 0
     trainer.export(result + ".partial")
     os.replace(result + ".partial", result)
     print(f"wrote {result}", flush=True)

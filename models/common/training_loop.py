@@ -135,6 +135,13 @@ class TrainingLoop:
         """Extra values for the log after this step (e.g. a validation PSNR; main process only), or None."""
         return None
 
+    def is_last_stage(self) -> bool:
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return self.step_index >= self.steps and self.is_last_stage()
+
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process

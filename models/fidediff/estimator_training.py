@@ -213,9 +213,8 @@ class EstimatorTrainer(TrainingLoop):
     """Runs both stages on ``sampler`` through the shared :class:`TrainingLoop` (accelerate: ``device``,
     ``mixed_precision``, several processes); ``run_dir`` holds the checkpoint pair and the loss log.
 
-    With several processes the time loss averages each process's known-level samples and DDP averages
-    those means: equal to one process's mean only when every process holds as many known levels
-    (always with ``frame_share`` 1); the reblur and kernel losses match exactly."""
+    With several processes each process's time loss (a mean over its known-level samples) is weighted
+    by its share of the global batch's known levels, so DDP's average of them is the global batch's mean."""
 
     def __init__(self, model: BlurEstimator, sampler: EstimatorSampler, config: EstimatorTrainConfig, run_dir: str,
                  device: torch.device | str = "cpu", metadata: dict | None = None, mixed_precision: str = "no"):
@@ -247,13 +246,16 @@ class EstimatorTrainer(TrainingLoop):
         self.enter_stage(2)
         return True
 
+    def is_last_stage(self) -> bool:
+        return self.stage == 2
+
     @property
     def iteration(self) -> int:
         return self.step_index
 
     @property
     def done(self) -> bool:
-        return self.stage == 2 and self.step_index >= self.config.iterations[1]
+        return self.finished
 
     def step(self) -> dict[str, float]:
         c = self.config
@@ -264,6 +266,10 @@ class EstimatorTrainer(TrainingLoop):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.losses(blurry, sharp, level, known, truth)
+        world = self.accelerator.num_processes
+        if world > 1:  # weight each process's mean by its share of the known levels: DDP's average is then the global mean
+            local = known.sum().float()
+            losses["level_mae"] = losses["level_mae"] * (local * world / self.accelerator.reduce(local.clone(), "sum").clamp(min=1))
         total = losses["level_mae"] / LEVEL_MAX
         if self.stage == 1:
             total = total + losses["l_reblur"] + c.kernel_weight * losses["l_kernel"]

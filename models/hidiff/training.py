@@ -206,13 +206,16 @@ class Trainer(TrainingLoop):
         self.checkpoint()
         return True
 
+    def is_last_stage(self) -> bool:
+        return self.stage == 2
+
     @property
     def iteration(self) -> int:
         return self.step_index
 
     @property
     def done(self) -> bool:
-        return self.stage == 2 and self.step_index >= self.config.iterations[1]
+        return self.finished
 
     # -- one step -------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
