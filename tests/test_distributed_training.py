@@ -14,6 +14,8 @@ import torch
 
 from conftest import ROOT, pack_module
 
+pytest.importorskip("accelerate")  # .ci/run installs the training extra (peft, accelerate)
+
 hidiff = pack_module("models.hidiff")
 em = pack_module("models.fidediff.estimator_model")
 blur = pack_module("models.blur")

@@ -1,5 +1,6 @@
 """HI-Diff training: both stages learn, a run resumes exactly, the written model loads back."""
 import dataclasses
+import importlib.util
 import os
 import sys
 
@@ -13,6 +14,8 @@ hidiff = pack_module("models.hidiff")
 blur = pack_module("models.blur")
 image_io = pack_module("models.common.image_io")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+# the trainers run on accelerate (the `train` extra, which .ci/run installs)
+needs_accelerate = pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="training needs accelerate")
 
 
 def fixed_batch(seed=0, size=32):
@@ -38,6 +41,7 @@ class FixedBatch:
         pass
 
 
+@needs_accelerate
 @pytest.mark.parametrize("stage,denoiser", [(1, "mixer"), (2, "simple"), (2, "mixer")])
 def test_a_few_steps_lower_the_loss(stage, denoiser, tmp_path):
     torch.manual_seed(0)
@@ -77,6 +81,7 @@ def train_cli(args):
     assert train_hidiff.main(args) == 0
 
 
+@needs_accelerate
 def test_cli_trains_both_stages_and_the_file_round_trips(tmp_path):
     sharp = sharp_folder(tmp_path / "sharp")
     run, output = tmp_path / "run", tmp_path / "trained.safetensors"
@@ -100,6 +105,7 @@ def test_cli_trains_both_stages_and_the_file_round_trips(tmp_path):
     assert out.shape == (1, 3, 20, 28) and torch.isfinite(out).all()
 
 
+@needs_accelerate
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
     sharp = sharp_folder(tmp_path / "sharp", 2, 40)
     common = ["--sharp", sharp, "--preset", "tiny", "--iters", "2", "2", "--batch", "2", "--patch", "32",
@@ -124,6 +130,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa), part
 
 
+@needs_accelerate
 def test_cli_fine_tunes_stage_two_from_a_model_with_the_blur_mix(tmp_path):
     sharp = sharp_folder(tmp_path / "sharp")
     start = tmp_path / "start.safetensors"
