@@ -192,7 +192,8 @@ def main(argv=None) -> int:
     try:
         trainer.run(stop_after=args.stop_after or None, progress=progress)
     except KeyboardInterrupt:
-        trainer.save()
+        if trainer.is_main:
+            trainer.save()
         print(f"\ninterrupted; checkpoint saved in {args.run} (continue with --resume)", file=sys.stderr)
         return 130
     finally:

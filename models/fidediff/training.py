@@ -161,6 +161,19 @@ def _empty_prompt(base) -> torch.Tensor | None:
         return base.text_encoder(tokens).float()
 
 
+class BaseStage(nn.Module):
+    """The UNet (with its LoRA) and the learnable text embedding as one module, so one DDP wrapper
+    averages both gradients (the embedding alone outside it would drift apart across processes)."""
+
+    def __init__(self, unet: nn.Module, text: TextEmbedding):
+        super().__init__()
+        self.unet, self.text = unet, text
+
+    def forward(self, z_t, t):
+        context = self.text(z_t.shape[0])
+        return context, self.unet(z_t, t, encoder_hidden_states=context, return_dict=False)[0]
+
+
 class ControlStage(nn.Module):
     """The KCN and T as one module, so one DDP wrapper averages both gradients."""
 
@@ -239,7 +252,7 @@ class FideDiffTrainer(TrainingLoop):
                 module.to(self.accelerator.device)
         # Forward through the prepared (DDP / autocast) wrappers; read and write weights on the plain modules.
         prepare = self.accelerator.prepare
-        trained = self.unet if c.stage == "base" else ControlStage(self.kcn, self.estimator.regressor)
+        trained = BaseStage(self.unet, self.text) if c.stage == "base" else ControlStage(self.kcn, self.estimator.regressor)
         self.trained_forward, self.optimizer = prepare(trained.train(), self.optimizer)
         self.discriminator_forward = None
         if self.d_optimizer is not None:
@@ -264,10 +277,12 @@ class FideDiffTrainer(TrainingLoop):
         c = self.config
         with torch.no_grad():
             z_t = self._encode(blurry)
-        context = self.text(z_t.shape[0])
         out = {}
-        control = None
-        if self.kcn is not None:
+        if self.kcn is None:
+            with self.accelerator.autocast():
+                context, output = self.trained_forward(z_t, t)
+        else:
+            context = self.text(z_t.shape[0])
             from .estimator_training import time_loss
 
             with torch.no_grad():
@@ -282,11 +297,10 @@ class FideDiffTrainer(TrainingLoop):
             level_map, control = self.trained_forward(z_t, kernel_map, k_in, t_step, context)
             out["time"] = time_loss(level_map, t, torch.ones_like(t, dtype=torch.bool))
             t = t_step
-        unet = self.trained_forward if self.kcn is None else self.unet
-        with self.accelerator.autocast():
-            down, middle = control if control is not None else (None, None)
-            output = unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                               mid_block_additional_residual=middle, return_dict=False)[0]
+            with self.accelerator.autocast():
+                down, middle = control
+                output = self.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                                   mid_block_additional_residual=middle, return_dict=False)[0]
         z0 = self.schedule.predict_x0(z_t, output.float(), t)
         image = self._decode(z0)
         target = sharp * 2 - 1
