@@ -149,3 +149,19 @@ def test_cli_fine_tunes_stage_two_from_a_model_with_the_blur_mix(tmp_path):
     assert after.colour_fix == 12.0 and hidiff.load_hidiff(str(run / "checkpoint.safetensors")).colour_fix == 0.0
     metadata = pack_module("models.common.checkpoint").read_metadata(str(run / "model.safetensors"))
     assert "srgb_share" in metadata["training"]  # the mix is recorded with the model
+
+
+@needs_accelerate
+def test_cli_trains_in_bf16_through_accelerate_and_refuses_fp16_on_the_cpu(tmp_path, capsys):
+    sharp = sharp_folder(tmp_path / "sharp", 2, 40)
+    common = ["--sharp", sharp, "--preset", "tiny", "--iters", "1", "1", "--batch", "2", "--patch", "32",
+              "--kernel-size", "7", "--device", "cpu", "--log-every", "1"]
+    train_cli(common + ["--run", str(tmp_path / "bf16"), "--amp", "bf16"])
+    rows = (tmp_path / "bf16" / "loss_log.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(float(row.split(",")[5]) > 0 for row in rows[1:])  # l_total, finite
+    model = hidiff.load_hidiff(str(tmp_path / "bf16" / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in model.net_g.state_dict().values())  # autocast, fp32 weights
+    import train_hidiff
+
+    assert train_hidiff.main(common + ["--run", str(tmp_path / "fp16"), "--amp", "fp16"]) == 2
+    assert "fp16 needs CUDA" in capsys.readouterr().err

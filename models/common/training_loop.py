@@ -71,9 +71,20 @@ def make_accelerator(mixed_precision: str = "no", device: str = "auto"):
     cpu = device == "cpu"
     if mixed_precision == "fp16" and (cpu or not torch.cuda.is_available()):
         raise ValueError("fp16 mixed precision needs CUDA; use bf16 or no mixed precision on the CPU")
-    if device.startswith("cuda:") and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if device.startswith("cuda:") and single:
         torch.cuda.set_device(torch.device(device))
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    try:
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    except ValueError:
+        if not single:
+            raise
+        # accelerate keeps one state per process and refuses another precision; a single process (a
+        # test, a notebook, one tool calling another) starts it afresh for the next trainer
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 class RankSlices:
