@@ -79,16 +79,18 @@ def test_two_processes_match_one_with_the_doubled_batch(tmp_path, tool, common, 
     launch(tool, ["--sharp", sharp, "--run", str(tmp_path / "two"), "--batch", "2"] + common, 2)
     launch(tool, ["--sharp", sharp, "--run", str(tmp_path / "one"), "--batch", "4"] + common, 1)
     two, one = weights(tmp_path / "two" / "model.safetensors"), weights(tmp_path / "one" / "model.safetensors")
-    assert differences(two, one) < TOLERANCE
+    gap = differences(two, one)
+    assert gap < TOLERANCE, f"two processes differ from one by {gap:.3g}"
     # and the run did train: the same command with another seed ends elsewhere by far more
     seed = common.index("--seed") + 1
     other = common[:seed] + [str(int(common[seed]) + 1)] + common[seed + 1:]
     launch(tool, ["--sharp", sharp, "--run", str(tmp_path / "other"), "--batch", "4"] + other, 1)
-    assert differences(weights(tmp_path / "other" / "model.safetensors"), one) > 100 * TOLERANCE
+    spread = differences(weights(tmp_path / "other" / "model.safetensors"), one)
+    assert spread > 100 * TOLERANCE, f"another seed ends only {spread:.3g} away"
     # the logs agree too: the losses are averaged over the processes before they are written
     log_two = (tmp_path / "two" / "loss_log.csv").read_text().splitlines()
     log_one = (tmp_path / "one" / "loss_log.csv").read_text().splitlines()
-    assert log_two[0] == log_one[0] and len(log_two) == len(log_one)
+    assert log_two[0] == log_one[0] and len(log_two) == len(log_one), (log_two, log_one)
 
 
 @pytest.mark.parametrize("tool,common,weights", [("train_hidiff.py", HIDIFF, hidiff_weights),
