@@ -11,6 +11,7 @@ from workflow_graph import api_workflows, load, node_spec, ui_to_api, ui_workflo
 
 MAPPINGS = pack_module("nodes").NODE_CLASS_MAPPINGS
 AUDIO = {"waveform": torch.zeros(1, 1, 4410), "sample_rate": 44100}  # ComfyUI's AUDIO
+SOURCE_FPS = 12.5  # unlike any fps widget value, so only a link from Get Video Components carries it
 
 
 def test_every_ui_workflow_has_an_api_twin():
@@ -70,7 +71,7 @@ def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
         elif kind == "ImageUpscaleWithModel":
             results[node_id] = (compact_upscale(args["upscale_model"], args["image"]),)
         elif kind == "LoadVideo":  # a stand-in for the host's VIDEO: the frames (``image`` as a batch), sound, rate
-            results[node_id] = ({"images": image, "audio": AUDIO, "fps": 24.0},)
+            results[node_id] = ({"images": image, "audio": AUDIO, "fps": SOURCE_FPS},)
         elif kind == "GetVideoComponents":
             results[node_id] = (args["video"]["images"], args["video"]["audio"], args["video"]["fps"])
         elif kind == "CreateVideo":
@@ -104,7 +105,7 @@ def test_api_workflow_runs_through_the_nodes(path, models_dir, monkeypatch):
     assert saved
     for node_id, output in saved.items():
         if isinstance(output, dict):  # a video: the source's rate and sound come through with every frame
-            assert output["fps"] == 24.0 and output["audio"] is AUDIO
+            assert output["fps"] == SOURCE_FPS and output["audio"] is AUDIO
             output = output["images"]
         scale = 4 ** upscales_upstream(graph, node_id)  # the tiny upscale model is x4
         assert output.shape == (frames, 29 * scale, 35 * scale, 3) and 0 <= output.min() and output.max() <= 1
