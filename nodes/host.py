@@ -114,7 +114,7 @@ def register_model_folder() -> None:
 register_model_folder()
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_images")
-EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".mp4")  # .mp4: Load Video lists it (video/mp4)
 ENV_NO_EXAMPLES = "COMFYUI_DEBLUR_NO_EXAMPLES"
 
 

@@ -15,7 +15,7 @@ COMFY_TEMPLATE_FOLDERS = ["example_workflows", "example", "examples", "workflow"
 
 
 def example_names():
-    return sorted(n for n in os.listdir(EXAMPLES) if n.lower().endswith((".png", ".jpg", ".jpeg", ".webp")))
+    return sorted(n for n in os.listdir(EXAMPLES) if n.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".mp4")))
 
 
 def test_every_example_has_its_provenance_and_licence_recorded():
@@ -32,9 +32,9 @@ def test_every_example_has_its_provenance_and_licence_recorded():
 def test_bundled_workflows_load_an_example_photo(path):
     graph = load(path)
     nodes = graph["nodes"] if "nodes" in graph else [
-        {"type": n["class_type"], "widgets_values": [n["inputs"].get("image")]} for n in graph.values()]
+        {"type": n["class_type"], "widgets_values": [n["inputs"].get("image", n["inputs"].get("file"))]} for n in graph.values()]
     for node in nodes:
-        if node["type"] == "LoadImage":
+        if node["type"] in ("LoadImage", "LoadVideo"):
             assert node["widgets_values"][0] in example_names(), f"{node['widgets_values'][0]} is not an example photo"
 
 

@@ -10,6 +10,8 @@ from tiny_models import compact_upscale, prepare_models
 from workflow_graph import api_workflows, load, node_spec, ui_to_api, ui_workflows
 
 MAPPINGS = pack_module("nodes").NODE_CLASS_MAPPINGS
+AUDIO = {"waveform": torch.zeros(1, 1, 4410), "sample_rate": 44100}  # ComfyUI's AUDIO
+SOURCE_FPS = 12.5  # unlike any fps widget value, so only a link from Get Video Components carries it
 
 
 def test_every_ui_workflow_has_an_api_twin():
@@ -68,6 +70,15 @@ def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
             results[node_id] = (torch.load(path, weights_only=True)["params"],)
         elif kind == "ImageUpscaleWithModel":
             results[node_id] = (compact_upscale(args["upscale_model"], args["image"]),)
+        elif kind == "LoadVideo":  # a stand-in for the host's VIDEO: the frames (``image`` as a batch), sound, rate
+            results[node_id] = ({"images": image, "audio": AUDIO, "fps": SOURCE_FPS},)
+        elif kind == "GetVideoComponents":
+            results[node_id] = (args["video"]["images"], args["video"]["audio"], args["video"]["fps"])
+        elif kind == "CreateVideo":
+            results[node_id] = ({"images": args["images"], "audio": args.get("audio"), "fps": args["fps"]},)
+        elif kind == "SaveVideo":
+            saved[node_id] = args["video"]
+            results[node_id] = ()
         elif kind == "PreviewAny":
             results[node_id] = ()
         elif kind in ("SaveImage", "PreviewImage"):
@@ -87,13 +98,17 @@ def run_api_graph(graph: dict, image: torch.Tensor, models_root=None) -> dict:
 def test_api_workflow_runs_through_the_nodes(path, models_dir, monkeypatch):
     monkeypatch.setenv("COMFYUI_DEBLUR_CHECKPOINTS", str(models_dir.parent / "checkpoints"))  # as ComfyUI's models/checkpoints
     prepare_models(models_dir.parent)  # tiny models wherever the bundled loaders point
-    image = torch.rand(1, 29, 35, 3, generator=torch.Generator().manual_seed(0))
     graph = load(path)
+    frames = 3 if any(n["class_type"] == "LoadVideo" for n in graph.values()) else 1  # a video is a batch
+    image = torch.rand(frames, 29, 35, 3, generator=torch.Generator().manual_seed(0))
     saved = run_api_graph(graph, image, models_dir.parent)
     assert saved
     for node_id, output in saved.items():
+        if isinstance(output, dict):  # a video: the source's rate and sound come through with every frame
+            assert output["fps"] == SOURCE_FPS and output["audio"] is AUDIO
+            output = output["images"]
         scale = 4 ** upscales_upstream(graph, node_id)  # the tiny upscale model is x4
-        assert output.shape == (1, 29 * scale, 35 * scale, 3) and 0 <= output.min() and output.max() <= 1
+        assert output.shape == (frames, 29 * scale, 35 * scale, 3) and 0 <= output.min() and output.max() <= 1
         if scale == 1:
             assert not torch.equal(output, image)
 

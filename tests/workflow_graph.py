@@ -19,6 +19,13 @@ CORE_NODES = {
     # comfy_extras/nodes_upscale_model.py
     "UpscaleModelLoader": ({"model_name": "COMBO"}, ["model_name"], ["UPSCALE_MODEL"]),
     "ImageUpscaleWithModel": ({"upscale_model": "UPSCALE_MODEL", "image": "IMAGE"}, [], ["IMAGE"]),
+    # comfy_extras/nodes_video.py as of 0.3.64; 0.38 adds only optional inputs (LoadVideo's edit, CreateVideo's
+    # bit_depth/color_space/codec) and outputs after these (GetVideoComponents' bit_depth, color_space)
+    "LoadVideo": ({"file": "COMBO"}, ["file", None], ["VIDEO"]),
+    "GetVideoComponents": ({"video": "VIDEO"}, [], ["IMAGE", "AUDIO", "FLOAT"]),
+    "CreateVideo": ({"images": "IMAGE", "fps": "FLOAT", "audio": "AUDIO"}, ["fps"], ["VIDEO"]),
+    "SaveVideo": ({"video": "VIDEO", "filename_prefix": "STRING", "format": "COMBO", "codec": "COMBO"},
+                  ["filename_prefix", "format", "codec"], []),
 }
 
 

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +25,9 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 OUT = Path(__file__).resolve().parent / "out"
 WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.json"))
 EXAMPLES = sorted(p for p in (ROOT / "example_images").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+EXAMPLE_VIDEOS = sorted((ROOT / "example_images").glob("*.mp4"))
+VIDEO_PROBE = Path(__file__).resolve().parent / "video_probe.py"  # run with the host's python, which has PyAV
+MIN_DEBLUR_CHANGE = 3.0  # mean 8-bit levels between source and saved frames: H.264 re-encoding alone gives 2.1, the workflow 4.0
 WORKFLOW_TIMEOUT = float(os.environ.get("COMFYUI_WORKFLOW_TIMEOUT", 600))
 TINY_MODELS = ROOT / "tests" / "tiny_models.py"
 UPSCALE_FACTOR = 4  # of the tiny upscale model tests/tiny_models.py writes
@@ -74,6 +78,15 @@ def test_example_photos_are_in_the_input_folder_and_listed_by_load_image(host):
         assert example.name in listed
 
 
+def test_example_video_is_in_the_input_folder_and_listed_by_load_video(host):
+    kind, *options = host.object_info()["LoadVideo"]["input"]["required"]["file"]
+    listed = options[0]["options"] if kind == "COMBO" else kind  # a V3 node's combo: ["COMBO", {"options": [...]}]
+    assert EXAMPLE_VIDEOS
+    for example in EXAMPLE_VIDEOS:
+        assert (host.input_dir / example.name).read_bytes() == example.read_bytes(), f"{example.name} not copied"
+        assert example.name in listed
+
+
 def test_frontend_extension_routes_and_templates_are_served(host):
     extensions = json.loads(get(host, "/extensions")[0])
     entry = f"/extensions/{host.pack_name}/deblur.js"
@@ -105,9 +118,9 @@ def test_workflow_runs_and_saves_sane_images(host, workflow):
                     "workflow's loaders any model")
     prompt = json.loads(workflow.read_text())
     for node in prompt.values():
-        if node["class_type"] == "LoadImage":
-            assert (host.input_dir / node["inputs"]["image"]).exists(), \
-                f"{node['inputs']['image']}: the workflow loads a photo that is not in ComfyUI's input folder"
+        if node["class_type"] in ("LoadImage", "LoadVideo"):
+            name = node["inputs"].get("image", node["inputs"].get("file"))
+            assert (host.input_dir / name).exists(), f"{name}: the workflow loads a file not in ComfyUI's input folder"
 
     history = host.wait(host.queue(prompt), WORKFLOW_TIMEOUT)
 
@@ -122,6 +135,9 @@ def test_workflow_runs_and_saves_sane_images(host, workflow):
                 continue
             saved += 1
             shutil.copy(path, keep)
+            if path.suffix.lower() in (".mp4", ".webm", ".mkv"):
+                _check_saved_video(host, prompt, node_id, path)
+                continue
             expected = _expected_size(host, prompt, node_id)
             with Image.open(path) as picture:
                 assert picture.mode == "RGB", f"{path.name}: mode {picture.mode}"
@@ -222,6 +238,32 @@ def _expected_size(host, prompt, node_id):
 _SIZE_KEEPING = {"HIDiffLoader", "HIDiffDeblur", "HIDiffPrior", "HIDiffRestore", "SyntheticMotionBlur",
                  "DeblurDiffLoader", "DeblurDiffSampler", "DeblurDiffEncode", "LKPNStep", "DeblurDiffDecode",
                  "UpscaleModelLoader", "ImageUpscaleWithModel"}
+
+
+def _check_saved_video(host, prompt, node_id, path):
+    """A saved video keeps its source's frames (count, rate, size) and sound, and the deblur changed them."""
+    sources = {n["inputs"]["file"] for n in _upstream(prompt, node_id) if n["class_type"] == "LoadVideo"}
+    assert len(sources) == 1, f"{path.name}: expected one Load Video upstream, found {sources}"
+    probe = subprocess.run([str(host.python), str(VIDEO_PROBE), str(host.input_dir / sources.pop()), str(path)],
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    report = json.loads(probe.stdout)
+    (OUT / f"{path.stem}_probe.json").write_text(json.dumps(report, indent=1))
+    source, saved = report["source"], report["saved"]
+    for key in ("frames", "fps", "width", "height"):
+        assert saved[key] == source[key], f"{path.name}: {key} {saved[key]}, the source has {source[key]}"
+    assert saved["audio_streams"] == 1 and saved["audio_seconds"] >= 0.9 * source["audio_seconds"] > 0, report
+    assert report["mean_abs_difference"] >= MIN_DEBLUR_CHANGE, f"{path.name}: frames barely changed {report}"
+
+
+def _upstream(prompt, node_id):
+    seen, frontier = set(), [node_id]
+    while frontier:
+        current = frontier.pop()
+        if current not in seen:
+            seen.add(current)
+            frontier += [v[0] for v in prompt[current]["inputs"].values() if isinstance(v, list)]
+    return [prompt[n] for n in seen]
 
 
 def _check_frontend_payloads(host, output):
