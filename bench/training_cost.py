@@ -32,6 +32,7 @@ CUDA_OVERHEAD_GB = 0.5  # CUDA context + cuDNN/cuBLAS workspaces
 FRAGMENTATION = 1.10  # caching allocator headroom over the bytes alive at the peak
 DEFAULT_CROP = {"fidediff": 256, "osdd": 512}  # both = a 512² autoencoder pass, 64² latent (FideDiff d = 4)
 STAGES = {"fidediff": ("base", "kernel", "control"), "osdd": ("evae", "real", "synthetic", "gate")}
+NAMES = {"fidediff": "FideDiff", "osdd": "OSDD"}
 DATA_DIR = "/work/data/sd21_random"  # the control stage's stage-1 adapter and estimator files (outside the repo)
 
 
@@ -64,6 +65,11 @@ def table(rows: list[dict]) -> str:
     lines = ["| method | stage | crop | precision | checkpointing | trained params | frozen params | peak memory | "
              "s/step (CPU) | smallest GPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r and r["error"].startswith("exceeded"):  # stopped by the RSS watch: a lower bound
+            limit = float(r["error"].split()[1]) - 0.35  # less the interpreter baseline
+            lines.append(f"| {r['method']} | {r['stage']} | {r['crop']} | {r['precision']} | {r['ckpt']} | — | — | "
+                         f"> {limit:.1f} GiB (stopped) | — | {smallest_gpu(limit * GIB)} or more |")
+            continue
         if "error" in r:
             lines.append(f"| {r['method']} | {r['stage']} | {r.get('crop', '')} | {r['precision']} | {r['ckpt']} | — | — | "
                          f"failed: {r['error'][:80]} | — | — |")
@@ -197,14 +203,17 @@ def build_trainer(method: str, stage: str, precision: str, checkpointing: bool, 
     return trainer, trained, params, [m for m in modules if m is not None] + list(trainer.optimizers.values())
 
 
-def tracked_step(trainer, tracked) -> int:
+def tracked_step(trainer, tracked) -> int | str:
     """One step under torch's MemTracker (tensor bytes, no allocator or context): its peak total, bytes."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    tracker = MemTracker()
-    tracker.track_external(*tracked)
-    with tracker:
-        trainer.step()
+    try:
+        tracker = MemTracker()
+        tracker.track_external(*tracked)
+        with tracker:
+            trainer.step()
+    except Exception as error:  # its module hooks fail on some graphs (no-grad inputs); say so, keep the row
+        return f"MemTracker failed: {type(error).__name__}: {error}"
     return max(snap["Total"] for snap in tracker.get_tracker_snapshot("peak").values())
 
 
@@ -231,7 +240,7 @@ def run_case(method: str, stage: str, precision: str, checkpointing: bool, crop:
         tracker_peak = tracked_step(trainer, tracked) if memtracker else None
     n_trained = sum(p.numel() for p in trained)
     n_total = sum(p.numel() for p in params)
-    return {"method": {"fidediff": "FideDiff", "osdd": "OSDD"}[method], "stage": stage, "crop": crop, "precision": precision,
+    return {"method": NAMES[method], "stage": stage, "crop": crop, "precision": precision,
             "ckpt": "yes" if checkpointing else "no", "trained": n_trained, "frozen": n_total - n_trained,
             "peak": peak - baseline, "seconds": seconds, "build_s": build_s, "build_peak": build_peak - baseline,
             "baseline": baseline, "static": static_bytes(n_total, n_trained), "threads": torch.get_num_threads()} | ({"tracker_peak": tracker_peak} if memtracker else {})
@@ -278,7 +287,7 @@ def measure(case, results: str | None, max_gib: float = 15.0, memtracker: bool =
         result.stderr += f"\nexceeded {max_gib:g} GiB: stopped"
     if result.returncode:
         print(result.stderr[-3000:], file=sys.stderr)
-        row = {"method": case[0], "stage": case[1], "precision": case[2], "ckpt": "yes" if case[3] else "no", "crop": case[4],
+        row = {"method": NAMES[case[0]], "stage": case[1], "precision": case[2], "ckpt": "yes" if case[3] else "no", "crop": case[4],
                "error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
     else:
         row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -319,10 +328,11 @@ def main(argv=None) -> int:
     if args.results and os.path.isfile(args.results):
         with open(args.results) as handle:
             rows = [json.loads(line) for line in handle if line.strip()]
+        rows = [r | {"method": NAMES.get(r["method"], r["method"])} for r in rows]
     for case in args.cases:
         rows.append(measure(case, args.results, args.max_gib, args.memtracker))
     for method, stage, precision, ckpt, crop in args.estimate:
-        row = estimated_rows(rows, crop, precision, "yes" if ckpt else "no", {"fidediff": "FideDiff", "osdd": "OSDD"}[method], stage)
+        row = estimated_rows(rows, crop, precision, "yes" if ckpt else "no", NAMES[method], stage)
         if row is None:
             print(f"cannot estimate {method}:{stage}:{precision} at {crop}: measure two smaller crops first", file=sys.stderr)
         else:
