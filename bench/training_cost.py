@@ -299,13 +299,14 @@ def measure(case, results: str | None, max_gib: float = 15.0, memtracker: bool =
 
 
 def estimated_rows(rows: list[dict], crop: int, precision: str, ckpt: str, method: str, stage: str) -> dict | None:
-    """A row at ``crop`` from the same stage measured at two smaller crops: static bytes from the parameter
-    counts + activations on the line through the measured points."""
+    """A row at ``crop`` from the same stage measured at smaller crops: static bytes from the parameter counts +
+    activations on the line through the two largest measured points (with one, through it and zero)."""
     same = [r for r in rows if "error" not in r and (r["method"], r["stage"], r["precision"], r["ckpt"]) ==
             (method, stage, precision, ckpt) and not r.get("estimated") and r["crop"] < crop]
-    if len({r["crop"] for r in same}) < 2:
+    if not same:
         return None
     points = {r["crop"] ** 2: r["peak"] - r["static"] for r in same}
+    points.setdefault(0, 0.0)  # one measured crop: activations in proportion to the pixels
     activations = extrapolate(list(points.items()), crop ** 2)
     r = same[0]
     return {**r, "crop": crop, "peak": r["static"] + activations, "seconds": None, "estimated": True}
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="*", type=parse_case, default=[], help="METHOD:STAGE:fp32|bf16:0|1[:CROP]")
     parser.add_argument("--results", help="append each row here (JSON lines) and read earlier rows from it")
     parser.add_argument("--estimate", nargs="*", type=parse_case, default=[],
-                        help="cases to compute from the same stage measured at two smaller crops")
+                        help="cases to compute from the same stage measured at smaller crops")
     parser.add_argument("--max-gib", type=float, default=15.0, help="stop a case whose RSS passes this")
     parser.add_argument("--memtracker", action="store_true", help="also run a third step under torch's MemTracker")
     parser.add_argument("--child", type=parse_case, help=argparse.SUPPRESS)
@@ -334,7 +335,7 @@ def main(argv=None) -> int:
     for method, stage, precision, ckpt, crop in args.estimate:
         row = estimated_rows(rows, crop, precision, "yes" if ckpt else "no", NAMES[method], stage)
         if row is None:
-            print(f"cannot estimate {method}:{stage}:{precision} at {crop}: measure two smaller crops first", file=sys.stderr)
+            print(f"cannot estimate {method}:{stage}:{precision} at {crop}: measure a smaller crop first", file=sys.stderr)
         else:
             rows.append(row)
     threads = {r.get("threads") for r in rows if "threads" in r}

@@ -37,4 +37,6 @@ def test_an_estimated_row_is_marked_and_built_from_two_smaller_measured_crops():
     assert row["estimated"] and row["seconds"] is None
     assert row["peak"] == pytest.approx(static + tc.extrapolate([(128 ** 2, 1000), (192 ** 2, 2000)], 256 ** 2))
     assert "(estimated)" in tc.table([row]) and "(estimated)" not in tc.table(rows)
-    assert tc.estimated_rows(rows[:1], 256, "fp32", "no", "FideDiff", "control") is None  # one crop is not a line
+    one = tc.estimated_rows(rows[:1], 256, "fp32", "no", "FideDiff", "control")  # one crop: in proportion to pixels
+    assert one["peak"] == pytest.approx(static + 1000 * 4)
+    assert tc.estimated_rows(rows, 128, "fp32", "no", "FideDiff", "control") is None  # nothing smaller measured
