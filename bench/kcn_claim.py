@@ -289,6 +289,7 @@ def evaluate(run: Run, args) -> dict:
         estimated_t += list(zip(t.tolist(), t_hat.tolist()))
         target = metrics.to_8bit(sharp)
         outputs = {"blurry input": blurry * 2 - 1,
+                   "autoencoder of the SHARP image (ceiling of any variant)": run.decode(run.encode(sharp)),
                    "(a)=(f) no KCN, t̂ from T": run.predict("a", blurry, t_hat, kernels),
                    "(a) no KCN, true t": run.predict("a", blurry, t, kernels),
                    "(b) KCN ← estimator M's kernels, t̂": run.predict("b", blurry, t_hat, kernels),
@@ -302,7 +303,8 @@ def evaluate(run: Run, args) -> dict:
                 {"image": names[i], "frames": n, "psnr": float(p[j]), "ssim": float(s[j])}
                 for j, n in enumerate(args.eval_levels))
     keys = list(rows)
-    ref = {"(a)": keys[1], "(d)": keys[5], "(e)": keys[6]}
+    ref = {label: next(k for k in keys if k.startswith(prefix))  # (a) as deployed: at T's t̂
+           for label, prefix in (("(a)", "(a)=(f)"), ("(d)", "(d)"), ("(e)", "(e)"))}
     summary = {}
     for name, values in rows.items():
         entry = {"psnr": sum(v["psnr"] for v in values) / len(values),
