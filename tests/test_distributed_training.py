@@ -48,6 +48,10 @@ def launch(tool, args, processes):
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     command = (launcher if processes > 1 else [sys.executable]) + [script] + args
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if processes > 1 and done.returncode and "exitcode: -" in done.stderr:
+        # a rank killed by a signal at rendezvous (seen once in ~10 runs on a loaded 2-core machine, the
+        # probed port taken meanwhile): one fresh launch; a wrong result or a Python error is never retried
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
